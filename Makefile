@@ -1,0 +1,35 @@
+# lmlab: `make demo` sets everything up and runs the main job; `make test` runs the test suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned to the CPU wheel that ships on local disk, unless a torch is already
+# importable (a GPU machine brings its own build); then lmlab and its dev tools.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/lmlab pretrain --preset tiny --out runs/demo --train.max-steps 400 || \
+		$(BIN)/lmlab pretrain --resume runs/demo
+	$(BIN)/lmlab sample runs/demo --prompt "def " --max-new-tokens 120 --n 2
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

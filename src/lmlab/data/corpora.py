@@ -1,0 +1,203 @@
+"""Corpus sources: named built-ins, text files/folders/globs, JSONL, and local HF datasets.
+
+A corpus is a list of documents split once and for all into train and validation documents, with
+a content fingerprint that keys every cache built from it (tokenizers, token shards).
+
+Sources (`--corpus`):
+- `python-stdlib`: the `.py` files of the running Python's standard library (tests, site-packages
+  and vendored test data excluded), in sorted path order; 2% of files are held out for validation,
+  chosen by a hash of their relative path so the split is fixed across machines and versions.
+- a `.txt` (or any text) file, a folder (its text files, recursively), or a glob: one document per
+  file; a single-file corpus holds out its last `val_fraction` of characters (as nanoGPT does).
+- a `.jsonl` file: one document per line, from the `text_field` of each JSON object.
+- `hf:NAME[:SPLIT]`: a Hugging Face dataset already present in the local cache (never downloads).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TEXT_SUFFIXES = {
+    ".txt",
+    ".md",
+    ".rst",
+    ".py",
+    ".tex",
+    ".html",
+    ".c",
+    ".h",
+    ".cpp",
+    ".js",
+    ".ts",
+    ".rs",
+    ".go",
+    ".java",
+    ".sh",
+    ".toml",
+    ".yaml",
+    ".yml",
+    ".csv",
+}
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read or is empty (shown to the user as one line)."""
+
+
+@dataclass
+class Corpus:
+    name: str
+    train: list[str]
+    val: list[str]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the split documents: equal fingerprints mean equal token streams."""
+        h = hashlib.sha256()
+        for part in (self.train, self.val):
+            h.update(b"\x00split")
+            for doc in part:
+                h.update(hashlib.sha256(doc.encode()).digest())
+        return h.hexdigest()
+
+    @property
+    def n_chars(self) -> int:
+        return sum(map(len, self.train)) + sum(map(len, self.val))
+
+
+def _hash_fraction(key: str) -> float:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
+
+
+def _split_docs(name: str, keys: list[str], docs: list[str], val_fraction: float) -> Corpus:
+    """Hold out the documents whose key hashes below `val_fraction` (at least one)."""
+    docs_keys = [(k, d) for k, d in zip(keys, docs, strict=True) if d]
+    if not docs_keys:
+        raise CorpusError(f"corpus {name!r} is empty")
+    if len(docs_keys) == 1:
+        text = docs_keys[0][1]
+        cut = int(len(text) * (1 - val_fraction))
+        return Corpus(name, [text[:cut]], [text[cut:]])
+    val_idx = {i for i, (k, _) in enumerate(docs_keys) if _hash_fraction(k) < val_fraction}
+    if not val_idx:
+        val_idx = {min(range(len(docs_keys)), key=lambda i: _hash_fraction(docs_keys[i][0]))}
+    train = [d for i, (_, d) in enumerate(docs_keys) if i not in val_idx]
+    val = [d for i, (_, d) in enumerate(docs_keys) if i in val_idx]
+    return Corpus(name, train, val)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CorpusError(f"{path} is not UTF-8 text") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e.strerror}") from None
+
+
+def python_stdlib(val_fraction: float = 0.02) -> Corpus:
+    """The installed Python standard library's source files (fixed 2% split: `val_fraction`
+    is ignored so that every run on this corpus evaluates on the same held-out files)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+    paths = sorted(
+        p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)
+    )
+    keys = [p.relative_to(root).as_posix() for p in paths]
+    docs = []
+    for p in paths:
+        try:
+            docs.append(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            docs.append("")  # a handful of stdlib files are deliberately undecodable
+    return _split_docs("python-stdlib", keys, docs, 0.02)
+
+
+def _jsonl(path: Path, text_field: str) -> list[str]:
+    docs = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CorpusError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+                if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                    raise CorpusError(f"{path}:{lineno}: no string field {text_field!r}")
+                docs.append(row[text_field])
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorpusError(f"cannot read {path}: {e}") from None
+    return docs
+
+
+def _hf_dataset(spec: str, text_field: str) -> list[str]:
+    name, _, split = spec.removeprefix("hf:").partition(":")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local cache only, never the network
+    try:
+        import datasets
+    except ImportError:
+        raise CorpusError(
+            "corpus hf:... needs the `datasets` package (pip install datasets)"
+        ) from None
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as e:  # datasets raises many types; all mean "not available locally"
+        raise CorpusError(f"dataset {name!r} is not available locally: {e}") from None
+    if text_field not in ds.column_names:
+        raise CorpusError(f"dataset {name!r} has no column {text_field!r}")
+    return list(ds[text_field])
+
+
+def _files(spec: str) -> list[Path]:
+    if any(c in spec for c in "*?["):
+        return sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix in TEXT_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    if path.is_file():
+        return [path]
+    raise CorpusError(
+        f"corpus {spec!r} is not a known source ({', '.join(SOURCES)}) nor an existing path"
+    )
+
+
+SOURCES: dict[str, Callable[[float], Corpus]] = {"python-stdlib": python_stdlib}
+
+
+def register_source(name: str, loader: Callable[[float], Corpus]) -> None:
+    """Add a named corpus source (used by built-in generators such as the task world)."""
+    SOURCES[name] = loader
+
+
+def load_corpus(spec: str, val_fraction: float = 0.02, text_field: str = "text") -> Corpus:
+    """Load the corpus named or pointed to by `spec` (see the module docstring)."""
+    if not 0 < val_fraction < 1:
+        raise CorpusError(f"val fraction must be in (0, 1), got {val_fraction}")
+    if spec in SOURCES:
+        return SOURCES[spec](val_fraction)
+    if spec.startswith("hf:"):
+        docs = _hf_dataset(spec, text_field)
+        return _split_docs(spec, [str(i) for i in range(len(docs))], docs, val_fraction)
+    files = _files(spec)
+    if not files:
+        raise CorpusError(f"corpus {spec!r} matches no text files")
+    if len(files) == 1 and files[0].suffix == ".jsonl":
+        docs = _jsonl(files[0], text_field)
+        return _split_docs(spec, [str(i) for i in range(len(docs))], docs, val_fraction)
+    docs = [_read_text(p) for p in files]
+    return _split_docs(spec, [p.as_posix() for p in files], docs, val_fraction)

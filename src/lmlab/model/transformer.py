@@ -1,0 +1,215 @@
+"""The decoder-only transformer (RoPE, RMSNorm, SwiGLU, GQA) and its parameter/FLOP accounting.
+
+One model class serves every phase: pretraining, SFT, reward/value models (a head on the same
+trunk, `model/heads.py`) and inference. Inference plugs in through two optional arguments of
+`Transformer.forward`: `positions` (per-row RoPE positions for ragged batches) and `cache` (any
+object with the `KVCache.update` signature below, e.g. the engine's preallocated cache).
+
+Layout follows Llama (Touvron et al. 2023): pre-norm blocks, RMSNorm (Zhang & Sennrich 2019),
+rotary position embeddings in the "rotate half" convention (Su et al. 2021), SwiGLU feed-forward
+(Shazeer 2020), grouped-query attention (Ainslie et al. 2023), no biases. The q/k/v and the
+gate/up projections are fused into one matrix each so a block runs two fewer matmul calls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmlab.config import ModelConfig
+
+
+class KVCache(Protocol):
+    """What attention needs from a key/value cache.
+
+    `update` stores the new keys/values of `layer` (shape [B, H_kv, T_new, D]) and returns the
+    keys/values to attend over plus an attention mask broadcastable to [B, H, T_new, T_all]
+    (True = may attend), or None when plain causal attention over the returned keys is right.
+    """
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]: ...
+
+
+def rope_tables(head_dim: int, length: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin tables of shape [length, head_dim // 2] (float32)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (x_i, x_{i+D/2}) of x [B, H, T, D] by the angles in cos/sin [B|1, 1, T, D/2]."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with RoPE and grouped-query heads through SDPA."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
+        qkv_out = (self.n_head + 2 * self.n_kv) * self.head_dim
+        self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=False)
+        self.wo = nn.Linear(self.n_head * self.head_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
+        B, T, _ = x.shape
+        hd = self.head_dim
+        q, k, v = self.wqkv(x).split([self.n_head * hd, self.n_kv * hd, self.n_kv * hd], dim=-1)
+        q = apply_rope(q.view(B, T, self.n_head, hd).transpose(1, 2), cos, sin)
+        k = apply_rope(k.view(B, T, self.n_kv, hd).transpose(1, 2), cos, sin)
+        v = v.view(B, T, self.n_kv, hd).transpose(1, 2)
+        mask = None
+        if cache is not None:
+            k, v, mask = cache.update(self.layer, k, v)
+        if self.n_kv != self.n_head:
+            # Expanding K/V explicitly keeps SDPA on its fused kernels on every backend;
+            # `enable_gqa=True` falls back to the math path on CPU.
+            rep = self.n_head // self.n_kv
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * hd))
+
+
+class SwiGLU(nn.Module):
+    """Feed-forward w2(silu(x w1) * (x w3)), with w1 and w3 fused as `w13`."""
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(d_model, 2 * d_ff, bias=False)
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+def make_ffn(cfg: ModelConfig, layer: int) -> nn.Module:
+    """The feed-forward module of block `layer` (the hook where MoE layers plug in)."""
+    return SwiGLU(cfg.d_model, cfg.ffn_dim)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.ffn = make_ffn(cfg, layer)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    """Decoder-only language model: token ids [B, T] -> next-token logits [B, T, V]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rope_tables(cfg.head_dim, cfg.context_length, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 init: N(0, init_std) everywhere; the projections that write into the residual
+        stream (attention `wo`, FFN `w2`) scaled by 1/sqrt(2 * n_layer) so the residual variance
+        stays O(1) with depth (Radford et al. 2019). RMSNorm gains start at 1."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                nn.init.ones_(p)
+            elif name.endswith(("wo.weight", "w2.weight")):
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    def hidden_states(
+        self, idx: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+    ) -> Tensor:
+        """Final-norm hidden states [B, T, d_model] (what value/reward heads read)."""
+        T = idx.shape[1]
+        if positions is None:
+            if self.cfg.context_length < T:
+                raise ValueError(f"sequence length {T} > context {self.cfg.context_length}")
+            cos = self.rope_cos[:T][None, None]
+            sin = self.rope_sin[:T][None, None]
+        else:
+            cos = self.rope_cos[positions][:, None]
+            sin = self.rope_sin[positions][:, None]
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin, cache)
+        return self.norm(x)
+
+    def forward(
+        self, idx: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+    ) -> Tensor:
+        """Logits for token ids `idx` [B, T].
+
+        positions: [B, T] absolute positions (default 0..T-1 for every row).
+        cache: a KV cache; when given, attention covers the cached tokens plus `idx`.
+        """
+        return self.lm_head(self.hidden_states(idx, positions, cache))
+
+
+# --- accounting -----------------------------------------------------------------------------
+
+
+def param_counts(cfg: ModelConfig) -> dict[str, int]:
+    """Parameter counts from the config alone: total, embedding and non-embedding.
+
+    `embedding` is the token embedding plus, when untied, the output projection (Kaplan et al.
+    2020 exclude both); `non_embedding` is everything else (attention, FFN, norms).
+    """
+    d, hd = cfg.d_model, cfg.head_dim
+    attn = d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d
+    ffn = 3 * d * cfg.ffn_dim
+    per_layer = attn + ffn + 2 * d
+    non_embedding = cfg.n_layer * per_layer + d
+    embedding = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+    return {
+        "total": non_embedding + embedding,
+        "embedding": embedding,
+        "non_embedding": non_embedding,
+    }
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
+    """Training FLOPs per token: 6 * N_matmul + 12 * L * T * d_attn (PaLM, Chowdhery et al. 2022).
+
+    N_matmul counts the weights used in matrix multiplies: every block weight plus the output
+    projection (tied or not: the lm head matmul runs either way); the input embedding is a
+    lookup and costs no FLOPs. The attention term counts QK^T and AV over the full T x T score
+    matrix (as PaLM and Chinchilla do), for sequences of length T = seq_len (default: the
+    context). `forward` is one third of `train`.
+    """
+    T = seq_len or cfg.context_length
+    counts = param_counts(cfg)
+    norms = (2 * cfg.n_layer + 1) * cfg.d_model
+    n_matmul = counts["non_embedding"] - norms + cfg.vocab_size * cfg.d_model
+    attn = 12 * cfg.n_layer * T * cfg.n_head * cfg.head_dim
+    train = 6 * n_matmul + attn
+    return {"train": float(train), "forward": train / 3.0, "n_matmul": float(n_matmul)}
