@@ -21,7 +21,6 @@ from rich.table import Table
 from lmlab.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, preset
 
 console = Console()
-err_console = Console(stderr=True)
 
 
 # --- pretrain ---------------------------------------------------------------------------------
@@ -62,7 +61,9 @@ def cmd_pretrain(argv: list[str]) -> None:
 
     cfg = RunConfig(model=args.model, train=args.train, data=args.data)
     if args.resume is not None:
-        pretrain(cfg, args.resume, resume=True, show_progress=not args.quiet)
+        explicit = any(a.split("=")[0] == "--train.max-steps" for a in argv)
+        pretrain(None, args.resume, resume=True, show_progress=not args.quiet,
+                 max_steps=args.train.max_steps if explicit else None)
     else:
         pretrain(cfg, args.out or Path("runs") / name, show_progress=not args.quiet)
 
@@ -237,15 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        err_console.print(f"error: unknown command {name!r}\n{_usage()}", markup=False)
+        print(f"error: unknown command {name!r}\n{_usage()}", file=sys.stderr)
         return 2
     try:
         COMMANDS[name][0](rest)
     except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False)
+        print(f"error: {e}", file=sys.stderr)  # one unwrapped line
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted", markup=False)
+        print("interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -131,8 +131,9 @@ class Batches:
     def eval_batches(
         self, n_batches: int, batch_size: int, rank: int = 0, world: int = 1
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Fixed windows spread evenly over the split; rank r takes every world-th batch."""
+        """Fixed windows spread evenly over the split; each of the `n_batches` global batches
+        of `batch_size * world` windows is split across ranks like a training batch."""
         high = len(self.data) - self.context - 1
-        offsets = np.linspace(0, high, n_batches * batch_size).astype(np.int64)
-        offsets = offsets.reshape(n_batches, batch_size)
-        return [self._windows(offsets[i]) for i in range(rank, n_batches, world)]
+        offsets = np.linspace(0, high, n_batches * world * batch_size).astype(np.int64)
+        offsets = offsets.reshape(n_batches, world, batch_size)
+        return [self._windows(offsets[i, rank]) for i in range(n_batches)]

@@ -97,17 +97,27 @@ def describe(cfg: RunConfig) -> dict[str, Any]:
 
 
 def pretrain(
-    cfg: RunConfig, out: Path, resume: bool = False, show_progress: bool = True
+    cfg: RunConfig | None,
+    out: Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    max_steps: int | None = None,
 ) -> dict[str, float]:
-    """Pretrain a model as `cfg` says into run directory `out` (or continue the run there)."""
+    """Pretrain a model as `cfg` says into run directory `out`.
+
+    With `resume`, `cfg` is ignored: the run's own config.json is used and training continues
+    from its latest checkpoint (to `max_steps` when given, e.g. to extend a finished run).
+    """
     if resume:
         if not (out / "config.json").is_file():
             raise CheckpointError(f"{out} holds no run to resume (no config.json)")
         latest_checkpoint(out)  # fail early, before any data work, if there is no checkpoint
-        max_steps = cfg.train.max_steps
         cfg = RunConfig.load(out / "config.json")
-        cfg.train.max_steps = max(max_steps, cfg.train.max_steps)
+        if max_steps is not None:
+            cfg.train.max_steps = max_steps
     else:
+        if cfg is None:
+            raise ValueError("a new run needs a config")
         check_new_run_dir(out)
     cfg.model.validate()
     cfg.train.validate()

@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated cache, a small text corpus and a tiny run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmlab.config import ModelConfig, RunConfig, TrainConfig
+from lmlab.data.tokenizer import char_tokenizer
+from lmlab.model.transformer import Transformer
+from lmlab.train.checkpoint import save_checkpoint
+
+CORPUS_TEXT = "".join(
+    f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n# line {i}: the quick brown fox\n"
+    for i in range(400)
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test session gets its own tokenizer/shard cache (never ~/.cache)."""
+    monkeypatch.setenv("LMLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(CORPUS_TEXT)
+    return path
+
+
+def tiny_model_config(**kw: object) -> ModelConfig:
+    base = dict(vocab_size=128, context_length=64, n_layer=2, n_head=4, d_model=32)
+    base.update(kw)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory holding a randomly initialised tiny model with a char tokenizer."""
+    run = tmp_path_factory.mktemp("tiny_run")
+    tok = char_tokenizer([CORPUS_TEXT])
+    cfg = RunConfig(
+        model=tiny_model_config(vocab_size=-(-tok.vocab_size // 64) * 64, n_kv_head=2),
+        train=TrainConfig(max_steps=1),
+    )
+    torch.manual_seed(0)
+    model = Transformer(cfg.model)
+    cfg.save(run / "config.json")
+    tok.save(run / "tokenizer.json")
+    save_checkpoint(run, model, None, {"step": 0, "tokens": 0})
+    return run

@@ -1,0 +1,92 @@
+"""Tests for lmlab.model.transformer: masking, accounting, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmlab.config import ModelConfig
+from lmlab.model.transformer import Transformer, flops_per_token, param_counts
+from tests.conftest import tiny_model_config
+
+
+@pytest.mark.parametrize("n_kv_head", [None, 2, 1])
+def test_causal_masking(n_kv_head: int | None) -> None:
+    """Changing a future token never changes the logits of earlier positions."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(n_kv_head=n_kv_head)).eval()
+    x = torch.randint(0, 128, (2, 20))
+    base = model(x)
+    for t in (0, 7, 19):
+        y = x.clone()
+        y[:, t] = (y[:, t] + 1) % 128
+        out = model(y)
+        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=1e-6)
+        assert not torch.allclose(out[:, t], base[:, t])
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"tie_embeddings": False}, {"n_kv_head": 2}, {"n_kv_head": 1, "d_ff": 50}],
+)
+def test_param_counts_match_module(kw: dict) -> None:
+    cfg = tiny_model_config(**kw)
+    model = Transformer(cfg)
+    counts = param_counts(cfg)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    emb = model.embed.weight.numel() + (0 if cfg.tie_embeddings else model.lm_head.weight.numel())
+    assert counts["embedding"] == emb
+    assert counts["non_embedding"] == counts["total"] - emb
+
+
+def test_flops_per_token() -> None:
+    cfg = tiny_model_config()
+    f = flops_per_token(cfg, seq_len=64)
+    counts = param_counts(cfg)
+    norms = (2 * cfg.n_layer + 1) * cfg.d_model
+    n_matmul = counts["non_embedding"] - norms + cfg.vocab_size * cfg.d_model
+    assert f["n_matmul"] == n_matmul
+    assert f["train"] == 6 * n_matmul + 12 * cfg.n_layer * 64 * cfg.d_model
+    assert f["forward"] == pytest.approx(f["train"] / 3)
+
+
+def test_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config())
+    x = torch.randint(0, 128, (4, 32))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        logits = model(x[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_positions_argument_matches_default() -> None:
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config()).eval()
+    x = torch.randint(0, 128, (2, 12))
+    pos = torch.arange(12).expand(2, 12)
+    torch.testing.assert_close(model(x, positions=pos), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"d_model": 30, "n_head": 4}, "not divisible"),
+        ({"n_head": 4, "n_kv_head": 3}, "not divisible"),
+        ({"context_length": 10**7}, "above the maximum"),
+    ],
+)
+def test_invalid_configs(kw: dict, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        ModelConfig(**{"d_model": 32, "n_head": 4, **kw}).validate()
+
+
+def test_sequence_longer_than_context() -> None:
+    model = Transformer(tiny_model_config(context_length=16))
+    with pytest.raises(ValueError, match="context"):
+        model(torch.zeros(1, 17, dtype=torch.long))

@@ -1,0 +1,79 @@
+"""Tests for lmlab.cli: bad input gives one clear line, exit code 2, and loses nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmlab.cli import main
+
+TINY = ["--model.n-layer", "1", "--model.d-model", "32", "--model.context-length", "32",
+        "--train.batch-size", "2", "--train.eval-iters", "1", "--quiet"]
+
+
+def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_pretrain_sample_info_resume(corpus_file: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    argv = ["pretrain", "--corpus", str(corpus_file), "--tokenizer", "char", *TINY,
+            "--train.max-steps", "4", "--train.eval-every", "2", "--out", str(out)]
+    assert main(argv) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "tokens", "train_loss"} <= rows[0].keys()
+    assert "val_loss" in rows[1]
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert main(["pretrain", "--resume", str(out), "--train.max-steps", "6", "--quiet"]) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+    assert main(["sample", str(out), "--prompt", "def ", "--max-new-tokens", "5"]) == 0
+    assert main(["info", str(out)]) == 0
+    assert main(["info", "--preset", "small"]) == 0
+    assert "params non-embedding" in capsys.readouterr().out
+
+    # an output directory that already holds a run is refused and left untouched
+    before = (out / "config.json").read_text()
+    err = _err(capsys, [*argv[:-1], str(out)])
+    assert "already holds a run" in err
+    assert (out / "config.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (["--corpus", "no/such/path.txt"], "not a known source"),
+        (["--corpus", "EMPTY"], "empty"),
+        (["--corpus", "LATIN1"], "not UTF-8"),
+        (["--model.vocab-size", "100", "--tokenizer", "bpe"], "too small"),
+        (["--model.context-length", "1000000"], "above the maximum"),
+        (["--preset", "huge"], "unknown preset"),
+    ],
+)
+def test_pretrain_bad_input(extra: list[str], expect: str, tmp_path: Path, corpus_file: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9")
+    subst = {"EMPTY": str(tmp_path / "empty.txt"), "LATIN1": str(tmp_path / "latin1.txt")}
+    extra = [subst.get(a, a) for a in extra]
+    base = ["pretrain", "--corpus", str(corpus_file), "--tokenizer", "char", *TINY,
+            "--train.max-steps", "1", "--out", str(tmp_path / "out")]
+    assert expect in _err(capsys, base + extra)
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "no run to resume" in _err(capsys, ["pretrain", "--resume", str(tmp_path)])
+    (tmp_path / "config.json").write_text("{}")
+    assert "no checkpoint" in _err(capsys, ["pretrain", "--resume", str(tmp_path)])
+
+
+def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
