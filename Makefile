@@ -19,9 +19,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# A second `make demo` continues (or simply reloads) the same run instead of refusing it.
 demo: install
-	$(BIN)/lmlab pretrain --preset tiny --out runs/demo --train.max-steps 400 || \
-		$(BIN)/lmlab pretrain --resume runs/demo
+	if [ -f runs/demo/config.json ]; then $(BIN)/lmlab pretrain --resume runs/demo; \
+	else $(BIN)/lmlab pretrain --preset tiny --out runs/demo --train.max-steps 400; fi
 	$(BIN)/lmlab sample runs/demo --prompt "def " --max-new-tokens 120 --n 2
 
 test: install

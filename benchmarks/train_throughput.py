@@ -1,0 +1,130 @@
+"""Training throughput: lmlab vs HF transformers' Llama at the same shape, and MFU vs the
+machine's measured fp32 matmul peak, all in one run.
+
+    python benchmarks/train_throughput.py [--steps 20] [--compile]
+
+Reference shape (issue 2): d_model 256, 6 layers, 8 heads, context 256, batch 16, vocab 4096.
+Both models run the same work per step: forward, float32 cross-entropy, backward, AdamW step.
+The last output line is one JSON object: matmul_gflops, tokens_per_s, mfu, hf_tokens_per_s,
+ratio_vs_hf (plus the details).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lmlab.config import ModelConfig, TrainConfig
+from lmlab.model.transformer import Transformer, flops_per_token
+from lmlab.train.loop import make_optimizer
+
+SHAPE = ModelConfig(vocab_size=4096, context_length=256, n_layer=6, n_head=8, d_model=256)
+BATCH = 16
+
+
+def matmul_peak_gflops(seconds: float = 3.0) -> float:
+    """Best fp32 GEMM throughput over a few square sizes (the machine's practical peak)."""
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int = 3) -> float:
+    """Seconds per step, median of `steps` timed steps after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def lmlab_step(compile_model: bool) -> Callable[[], None]:
+    torch.manual_seed(0)
+    model = Transformer(SHAPE)
+    opt = make_optimizer(model, TrainConfig(lr=1e-3), torch.device("cpu"))
+    fwd = torch.compile(model) if compile_model else model
+    x = torch.randint(0, SHAPE.vocab_size, (BATCH, SHAPE.context_length + 1))
+
+    def step() -> None:
+        logits = fwd(x[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def hf_step(compile_model: bool) -> Callable[[], None]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=SHAPE.vocab_size, hidden_size=SHAPE.d_model,
+        intermediate_size=SHAPE.ffn_dim, num_hidden_layers=SHAPE.n_layer,
+        num_attention_heads=SHAPE.n_head, num_key_value_heads=SHAPE.kv_heads,
+        max_position_embeddings=SHAPE.context_length, tie_word_embeddings=True,
+        rms_norm_eps=SHAPE.norm_eps, attention_bias=False, mlp_bias=False,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.config._attn_implementation = "sdpa"
+    model.train()
+    opt = make_optimizer(model, TrainConfig(lr=1e-3), torch.device("cpu"))
+    fwd = torch.compile(model) if compile_model else model
+    x = torch.randint(0, SHAPE.vocab_size, (BATCH, SHAPE.context_length + 1))
+
+    def step() -> None:
+        logits = fwd(input_ids=x[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per model")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    args = ap.parse_args()
+
+    tokens = BATCH * SHAPE.context_length
+    fpt = flops_per_token(SHAPE)["train"]
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s  ({torch.get_num_threads()} threads)")
+    ours = tokens / time_steps(lmlab_step(args.compile), args.steps)
+    mfu = ours * fpt / (peak * 1e9)
+    print(f"lmlab: {ours:,.0f} tokens/s  MFU {100 * mfu:.1f}% of measured peak "
+          f"({fpt / 1e6:.1f} MFLOP/token)")
+    hf = tokens / time_steps(hf_step(args.compile), args.steps)
+    print(f"HF LlamaForCausalLM: {hf:,.0f} tokens/s  -> lmlab is {ours / hf:.2f}x")
+    peak2 = matmul_peak_gflops()  # re-measure: a busy machine moves the peak
+    print(f"fp32 matmul peak (re-measured): {peak2:.1f} GFLOP/s")
+    print(json.dumps({
+        "matmul_gflops": round(max(peak, peak2), 1), "tokens_per_s": round(ours, 1),
+        "mfu": round(ours * fpt / (max(peak, peak2) * 1e9), 4), "hf_tokens_per_s": round(hf, 1),
+        "ratio_vs_hf": round(ours / hf, 3), "compile": args.compile,
+        "train_flops_per_token": fpt,
+    }))
+
+
+if __name__ == "__main__":
+    main()
