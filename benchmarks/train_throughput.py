@@ -1,12 +1,14 @@
 """Training throughput: lmlab vs HF transformers' Llama at the same shape, and MFU vs the
 machine's measured fp32 matmul peak, all in one run.
 
-    python benchmarks/train_throughput.py [--steps 20] [--compile]
+    python benchmarks/train_throughput.py [--steps 20] [--no-compile]
 
 Reference shape (issue 2): d_model 256, 6 layers, 8 heads, context 256, batch 16, vocab 4096.
 Both models run the same work per step: forward, float32 cross-entropy, backward, AdamW step.
+lmlab is timed eager and with `torch.compile` (its `--train.compile` option); HF is timed as
+users run it, eager with SDPA attention. The headline `tokens_per_s` is lmlab's faster mode.
 The last output line is one JSON object: matmul_gflops, tokens_per_s, mfu, hf_tokens_per_s,
-ratio_vs_hf (plus the details).
+ratio_vs_hf (plus the eager figures).
 """
 
 from __future__ import annotations
@@ -77,11 +79,17 @@ def hf_step(compile_model: bool) -> Callable[[], None]:
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=SHAPE.vocab_size, hidden_size=SHAPE.d_model,
-        intermediate_size=SHAPE.ffn_dim, num_hidden_layers=SHAPE.n_layer,
-        num_attention_heads=SHAPE.n_head, num_key_value_heads=SHAPE.kv_heads,
-        max_position_embeddings=SHAPE.context_length, tie_word_embeddings=True,
-        rms_norm_eps=SHAPE.norm_eps, attention_bias=False, mlp_bias=False,
+        vocab_size=SHAPE.vocab_size,
+        hidden_size=SHAPE.d_model,
+        intermediate_size=SHAPE.ffn_dim,
+        num_hidden_layers=SHAPE.n_layer,
+        num_attention_heads=SHAPE.n_head,
+        num_key_value_heads=SHAPE.kv_heads,
+        max_position_embeddings=SHAPE.context_length,
+        tie_word_embeddings=True,
+        rms_norm_eps=SHAPE.norm_eps,
+        attention_bias=False,
+        mlp_bias=False,
     )
     model = LlamaForCausalLM(cfg)
     model.config._attn_implementation = "sdpa"
@@ -103,27 +111,44 @@ def hf_step(compile_model: bool) -> Callable[[], None]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20, help="timed steps per model")
-    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile timing")
     args = ap.parse_args()
 
     tokens = BATCH * SHAPE.context_length
     fpt = flops_per_token(SHAPE)["train"]
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s  ({torch.get_num_threads()} threads)")
-    ours = tokens / time_steps(lmlab_step(args.compile), args.steps)
+    eager = tokens / time_steps(lmlab_step(False), args.steps)
+    print(f"lmlab eager:    {eager:,.0f} tokens/s  ({fpt / 1e6:.1f} MFLOP/token)")
+    compiled = 0.0
+    if not args.no_compile:
+        compiled = tokens / time_steps(lmlab_step(True), args.steps)
+        print(f"lmlab compiled: {compiled:,.0f} tokens/s")
+    hf = tokens / time_steps(hf_step(False), args.steps)
+    peak = max(peak, matmul_peak_gflops())  # re-measured: a busy machine moves the peak
+    ours = max(eager, compiled)
     mfu = ours * fpt / (peak * 1e9)
-    print(f"lmlab: {ours:,.0f} tokens/s  MFU {100 * mfu:.1f}% of measured peak "
-          f"({fpt / 1e6:.1f} MFLOP/token)")
-    hf = tokens / time_steps(hf_step(args.compile), args.steps)
-    print(f"HF LlamaForCausalLM: {hf:,.0f} tokens/s  -> lmlab is {ours / hf:.2f}x")
-    peak2 = matmul_peak_gflops()  # re-measure: a busy machine moves the peak
-    print(f"fp32 matmul peak (re-measured): {peak2:.1f} GFLOP/s")
-    print(json.dumps({
-        "matmul_gflops": round(max(peak, peak2), 1), "tokens_per_s": round(ours, 1),
-        "mfu": round(ours * fpt / (max(peak, peak2) * 1e9), 4), "hf_tokens_per_s": round(hf, 1),
-        "ratio_vs_hf": round(ours / hf, 3), "compile": args.compile,
-        "train_flops_per_token": fpt,
-    }))
+    print(f"HF LlamaForCausalLM (eager, sdpa): {hf:,.0f} tokens/s")
+    print(f"fp32 matmul peak (best of two): {peak:.1f} GFLOP/s")
+    print(
+        f"lmlab best: {ours:,.0f} tokens/s = {ours / hf:.2f}x HF, MFU {100 * mfu:.1f}% "
+        f"(eager {eager / hf:.2f}x HF, MFU {100 * eager * fpt / (peak * 1e9):.1f}%)"
+    )
+    print(
+        json.dumps(
+            {
+                "matmul_gflops": round(peak, 1),
+                "tokens_per_s": round(ours, 1),
+                "mfu": round(mfu, 4),
+                "hf_tokens_per_s": round(hf, 1),
+                "ratio_vs_hf": round(ours / hf, 3),
+                "eager_tokens_per_s": round(eager, 1),
+                "eager_ratio_vs_hf": round(eager / hf, 3),
+                "eager_mfu": round(eager * fpt / (peak * 1e9), 4),
+                "train_flops_per_token": fpt,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""A scalar head on the one transformer trunk: reward models and PPO value models.
+
+Policy, reference, reward and value models are all `Transformer`s; reward and value models add
+one linear map from the final hidden state to a scalar per position. The reward of a response
+is read at its last token (the `<|end|>` that closes the assistant turn).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lmlab.model.transformer import KVCache, Transformer
+
+
+class ScalarHeadModel(nn.Module):
+    """`trunk.hidden_states` -> Linear(d_model, 1): one scalar per position [B, T]."""
+
+    def __init__(self, trunk: Transformer) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.cfg = trunk.cfg
+        self.head = nn.Linear(trunk.cfg.d_model, 1)
+        # Small init: the head starts near 0 so early Bradley-Terry gradients flow to the trunk.
+        nn.init.normal_(self.head.weight, 0.0, 1.0 / (trunk.cfg.d_model + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(
+        self, idx: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+    ) -> Tensor:
+        return self.head(self.trunk.hidden_states(idx, positions, cache)).squeeze(-1).float()
+
+    def score(self, idx: Tensor, last: Tensor) -> Tensor:
+        """Scalar at position `last[b]` of each row b (e.g. the response's final token)."""
+        return gather_at(self(idx), last)
+
+
+def gather_at(values: Tensor, last: Tensor) -> Tensor:
+    """values[b, last[b]] for a [B, T] tensor."""
+    return values.gather(1, last.long().unsqueeze(1)).squeeze(1)
+
+
+@torch.no_grad()
+def set_reward_offset(model: ScalarHeadModel, mean_reward: float) -> None:
+    """Shift the head's bias so that responses scoring `mean_reward` now score 0."""
+    model.head.bias.sub_(mean_reward)
