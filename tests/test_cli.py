@@ -9,8 +9,19 @@ import pytest
 
 from lmlab.cli import main
 
-TINY = ["--model.n-layer", "1", "--model.d-model", "32", "--model.context-length", "32",
-        "--train.batch-size", "2", "--train.eval-iters", "1", "--quiet"]
+TINY = [
+    "--model.n-layer",
+    "1",
+    "--model.d-model",
+    "32",
+    "--model.context-length",
+    "32",
+    "--train.batch-size",
+    "2",
+    "--train.eval-iters",
+    "1",
+    "--quiet",
+]
 
 
 def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -21,11 +32,24 @@ def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return err
 
 
-def test_pretrain_sample_info_resume(corpus_file: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretrain_sample_info_resume(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    argv = ["pretrain", "--corpus", str(corpus_file), "--tokenizer", "char", *TINY,
-            "--train.max-steps", "4", "--train.eval-every", "2", "--out", str(out)]
+    argv = [
+        "pretrain",
+        "--corpus",
+        str(corpus_file),
+        "--tokenizer",
+        "char",
+        *TINY,
+        "--train.max-steps",
+        "4",
+        "--train.eval-every",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"step", "tokens", "train_loss"} <= rows[0].keys()
@@ -56,14 +80,29 @@ def test_pretrain_sample_info_resume(corpus_file: Path, tmp_path: Path,
         (["--preset", "huge"], "unknown preset"),
     ],
 )
-def test_pretrain_bad_input(extra: list[str], expect: str, tmp_path: Path, corpus_file: Path,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretrain_bad_input(
+    extra: list[str],
+    expect: str,
+    tmp_path: Path,
+    corpus_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9")
     subst = {"EMPTY": str(tmp_path / "empty.txt"), "LATIN1": str(tmp_path / "latin1.txt")}
     extra = [subst.get(a, a) for a in extra]
-    base = ["pretrain", "--corpus", str(corpus_file), "--tokenizer", "char", *TINY,
-            "--train.max-steps", "1", "--out", str(tmp_path / "out")]
+    base = [
+        "pretrain",
+        "--corpus",
+        str(corpus_file),
+        "--tokenizer",
+        "char",
+        *TINY,
+        "--train.max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert expect in _err(capsys, base + extra)
     assert not (tmp_path / "out").exists()
 

@@ -35,7 +35,7 @@ opt = torch.optim.AdamW(model.parameters())
 C.save_checkpoint(run, model, opt, {"step": 1, "tokens": 10})
 torch.save(model.state_dict(), run / "expected.pt")
 
-def crash_midway(m, path):  # write half a weights file, then die like a power cut
+def crash_midway(tensors, path):  # write half a weights file, then die like a power cut
     with open(path, "wb") as f:
         f.write(b"\\x00" * 1000)
         f.flush()
@@ -45,14 +45,18 @@ def crash_midway(m, path):  # write half a weights file, then die like a power c
 with torch.no_grad():
     for p in model.parameters():
         p.add_(1.0)
-C.save_model = crash_midway
+C.save_file = crash_midway
 C.save_checkpoint(run, model, opt, {"step": 2, "tokens": 20})
 """
 
 
 def test_kill_while_writing_leaves_previous_checkpoint(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == -9, proc.stderr
     path = latest_checkpoint(tmp_path)
     assert path.name == "step_000001"

@@ -19,8 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(corpus: Path, **train: object) -> RunConfig:
-    t = dict(batch_size=4, max_steps=20, eval_every=5, eval_iters=2, ckpt_every=10,
-             log_every=1, lr=3e-3, min_lr=3e-4, warmup_steps=3, seed=7)
+    t = dict(
+        batch_size=4,
+        max_steps=20,
+        eval_every=5,
+        eval_iters=2,
+        ckpt_every=10,
+        log_every=1,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=3,
+        seed=7,
+    )
     t.update(train)
     return RunConfig(
         model=tiny_model_config(context_length=32),
@@ -40,8 +50,9 @@ def test_lr_schedules() -> None:
     assert lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(60, cfg) == pytest.approx(0.55)
     assert lr_at(110, cfg) == pytest.approx(0.1)
-    wsd = TrainConfig(lr=1.0, min_lr=0.0, warmup_steps=10, max_steps=110, schedule="wsd",
-                      decay_frac=0.2)
+    wsd = TrainConfig(
+        lr=1.0, min_lr=0.0, warmup_steps=10, max_steps=110, schedule="wsd", decay_frac=0.2
+    )
     assert lr_at(50, wsd) == 1.0
     assert lr_at(99, wsd) == pytest.approx(1 - 11 / 22)
     assert lr_at(110, wsd) == pytest.approx(0.0)
@@ -73,8 +84,17 @@ def test_resume_after_kill_is_exact(corpus_file: Path, tmp_path: Path) -> None:
     # objective calls: 1 per step + 2 per eval (steps 5, 10) -> call 17 is inside step 13,
     # after the step-10 checkpoint and after metrics for steps 11 and 12 were written.
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "cfg.json"), str(tmp_path / "killed"),
-         "17"], capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            KILL_SCRIPT,
+            str(tmp_path / "cfg.json"),
+            str(tmp_path / "killed"),
+            "17",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert proc.returncode == -9, proc.stderr
     assert _losses(tmp_path / "killed")[-1][0] == 12
@@ -84,30 +104,85 @@ def test_resume_after_kill_is_exact(corpus_file: Path, tmp_path: Path) -> None:
 
 def test_grad_accumulation_matches_big_batch(corpus_file: Path, tmp_path: Path) -> None:
     pretrain(_cfg(corpus_file, max_steps=4), tmp_path / "big", show_progress=False)
-    pretrain(_cfg(corpus_file, max_steps=4, batch_size=2, grad_accum=2), tmp_path / "acc",
-             show_progress=False)
+    pretrain(
+        _cfg(corpus_file, max_steps=4, batch_size=2, grad_accum=2),
+        tmp_path / "acc",
+        show_progress=False,
+    )
     for a, b in zip(_losses(tmp_path / "big"), _losses(tmp_path / "acc"), strict=True):
         assert a[1] == pytest.approx(b[1], rel=1e-5)
 
 
 @pytest.mark.slow
-def test_ddp_two_gloo_processes_match_one(corpus_file: Path, tmp_path: Path) -> None:
-    """2 processes x batch 2 == 1 process x batch 4 (same global batch); fp32 all-reduce
-    ordering differs, so losses agree to a relative 1e-5, not bit for bit."""
-    common = ["--corpus", str(corpus_file), "--tokenizer", "char", "--val-fraction", "0.1",
-              "--model.n-layer", "2", "--model.d-model", "32", "--model.context-length", "32",
-              "--train.max-steps", "6", "--train.eval-every", "3", "--train.eval-iters", "2",
-              "--train.log-every", "1", "--train.seed", "7", "--quiet"]
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one(parallel: str, corpus_file: Path, tmp_path: Path) -> None:
+    """2 processes x batch 2 == 1 process x batch 4 (same global batch), for DDP and FSDP2;
+    fp32 all-reduce ordering differs, so losses agree to a relative 1e-5, not bit for bit.
+    The 2-process run's checkpoint then resumes in a single process."""
+    common = [
+        "--corpus",
+        str(corpus_file),
+        "--tokenizer",
+        "char",
+        "--val-fraction",
+        "0.1",
+        "--model.n-layer",
+        "2",
+        "--model.d-model",
+        "32",
+        "--model.context-length",
+        "32",
+        "--train.max-steps",
+        "6",
+        "--train.eval-every",
+        "3",
+        "--train.eval-iters",
+        "2",
+        "--train.log-every",
+        "1",
+        "--train.seed",
+        "7",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
-        [sys.executable, "-m", "lmlab", "pretrain", *common, "--train.batch-size", "4",
-         "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "lmlab",
+            "pretrain",
+            *common,
+            "--train.batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "one"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "lmlab", "pretrain", *common, "--train.batch-size", "2",
-         "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "lmlab",
+            "pretrain",
+            *common,
+            "--train.batch-size",
+            "2",
+            "--train.parallel",
+            parallel,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert two.returncode == 0, two.stderr
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
@@ -117,3 +192,21 @@ def test_ddp_two_gloo_processes_match_one(corpus_file: Path, tmp_path: Path) -> 
         assert (ra[2] is None) == (rb[2] is None)
         if ra[2] is not None:
             assert ra[2] == pytest.approx(rb[2], rel=1e-5)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmlab",
+            "pretrain",
+            "--resume",
+            str(tmp_path / "two"),
+            "--train.max-steps",
+            "7",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert _losses(tmp_path / "two")[-1][0] == 7

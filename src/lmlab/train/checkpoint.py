@@ -11,6 +11,10 @@ Layout inside a run directory:
 A checkpoint is written into a temporary directory, every file fsynced, then renamed into place;
 only after that does `latest` move (temp file + fsync + rename). A crash at any point leaves
 `latest` naming the previous complete checkpoint.
+
+Weights and optimizer state are stored as *full* state dicts keyed by parameter name (gathered
+with `torch.distributed.checkpoint.state_dict`), so one format serves a single process, DDP and
+FSDP2, and a run can resume on a different number of processes.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 CKPT_DIR = "checkpoints"
 
@@ -79,6 +91,29 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """Parameter names that are another name of an earlier parameter (tied weights)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return aliases
+
+
+def full_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Full (unsharded, name-keyed) model and optimizer state dicts. Under torchrun this is a
+    collective: every rank must call it; only rank 0 receives the (CPU) tensors."""
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=dist.is_initialized())
+    msd = get_model_state_dict(model, options=opts)
+    osd = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer else None
+    return msd, osd
+
+
 def save_checkpoint(
     run_dir: Path,
     model: nn.Module,
@@ -86,16 +121,33 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint `state["step"]` atomically and prune all but the newest `keep`."""
+    """Checkpoint a model (single process) atomically; see `write_checkpoint`."""
+    msd, osd = full_state(model, optimizer)
+    return write_checkpoint(run_dir, msd, osd, state, keep, tied_aliases(model))
+
+
+def write_checkpoint(
+    run_dir: Path,
+    model_state: dict[str, torch.Tensor],
+    optim_state: dict[str, Any] | None,
+    state: dict[str, Any],
+    keep: int = 2,
+    aliases: dict[str, str] | None = None,
+) -> Path:
+    """Write checkpoint `state["step"]` atomically and prune all but the newest `keep`.
+    Tied weights (`aliases`) are stored once."""
     root = run_dir / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{state['step']:06d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optim.pt")
+    tensors = {
+        k: v.detach().contiguous() for k, v in model_state.items() if k not in (aliases or {})
+    }
+    save_file(tensors, str(tmp / "model.safetensors"))
+    if optim_state is not None:
+        torch.save(optim_state, tmp / "optim.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
     _fsync_tree(tmp)
@@ -131,15 +183,24 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = False,
 ) -> dict[str, Any]:
-    """Load weights (and optionally optimizer and RNG state) from `path`; return its state."""
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the model (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
-        )
-    if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optim.pt", weights_only=False))
+    """Load weights (and optionally optimizer and RNG state) from `path`; return its state.
+    Works on plain, DDP-wrapped and FSDP2-sharded models alike (every rank reads the files)."""
+    tensors = load_file(str(path / "model.safetensors"))
+    for alias, name in tied_aliases(model).items():
+        if name in tensors:
+            tensors[alias] = tensors[name]
+    try:
+        set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True))
+        if optimizer is not None:
+            set_optimizer_state_dict(
+                model,
+                optimizer,
+                torch.load(path / "optim.pt", weights_only=False),
+                options=StateDictOptions(full_state_dict=True),
+            )
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} does not match the model: {first}") from None
     if restore_rng:
         set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     return json.loads((path / "state.json").read_text())

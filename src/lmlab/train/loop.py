@@ -4,7 +4,8 @@ A phase supplies an *objective* — a function `(model, batch) -> (loss, metrics
 as a function `(step, micro) -> batch`; the `Trainer` owns everything else: AdamW, the LR
 schedule, gradient accumulation, clipping, periodic evaluation, metrics (JSONL, TensorBoard when
 installed, a rich progress bar), atomic checkpoints and exact resume, bf16 autocast on CUDA,
-`torch.compile`, and DDP data parallelism under `torchrun` (gloo on CPU, nccl on CUDA).
+`torch.compile`, and data parallelism under `torchrun` (gloo on CPU, nccl on CUDA): DDP, or
+FSDP2 (`--train.parallel fsdp`: parameters, gradients and optimizer state sharded per block).
 
 Phases with their own outer loop (PPO: rollouts, then several epochs of minibatches) call
 `Trainer.step` directly instead of `Trainer.fit`.
@@ -29,7 +30,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from lmlab.config import TrainConfig
-from lmlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmlab.train.checkpoint import (
+    full_state,
+    latest_checkpoint,
+    load_checkpoint,
+    tied_aliases,
+    write_checkpoint,
+)
 
 Objective = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
 BatchFn = Callable[[int, int], Any]
@@ -67,6 +74,16 @@ def init_distributed(device: str = "auto") -> tuple[Dist, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return d, dev
+
+
+def shard_model(model: nn.Module) -> None:
+    """FSDP2 from outside the model (torchtitan style): each block is one sharding unit, then
+    the root (embedding, final norm, output projection) is another."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in getattr(model, "blocks", []):
+        fully_shard(block)
+    fully_shard(model)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -114,7 +131,10 @@ class Trainer:
         self.model = model.to(self.device)  # the unwrapped model: checkpoints and eval use it
         self.train_model: nn.Module = self.model
         self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
-        if self.dist.world > 1:
+        self._fsdp = self.dist.world > 1 and cfg.parallel == "fsdp"
+        if self._fsdp:
+            shard_model(self.model)
+        elif self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
             self.train_model = self._ddp
@@ -150,6 +170,8 @@ class Trainer:
             # DDP all-reduces gradients only on the last micro-batch of the step.
             last_micro = i == len(micro) - 1
             ctx = self._ddp.no_sync() if self._ddp and not last_micro else contextlib.nullcontext()
+            if self._fsdp:
+                self.model.set_requires_gradient_sync(last_micro)  # type: ignore[operator]
             with ctx, self.autocast():
                 loss, metrics = objective(self.train_model, _to_device(batch, self.device))
                 (loss / len(micro)).backward()
@@ -167,6 +189,8 @@ class Trainer:
         self.tokens += n_tokens
         out = {k: v / len(micro) for k, v in sums.items()}
         out = self._all_reduce_mean(out)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+            grad_norm = grad_norm.full_tensor()
         out["grad_norm"] = float(grad_norm)
         out["lr"] = lr
         return out
@@ -198,8 +222,11 @@ class Trainer:
 
     def save(self, extra: dict[str, Any] | None = None) -> None:
         state = {"step": self.step_count, "tokens": self.tokens, **(extra or {})}
+        msd, osd = full_state(self.model, self.optimizer)  # collective under torchrun
         if self.dist.is_main:
-            save_checkpoint(self.run_dir, self.model, self.optimizer, state, self.cfg.keep_ckpts)
+            write_checkpoint(
+                self.run_dir, msd, osd, state, self.cfg.keep_ckpts, tied_aliases(self.model)
+            )
         if self.dist.world > 1:
             dist.barrier()
 
