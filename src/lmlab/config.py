@@ -19,6 +19,55 @@ MAX_CONTEXT_LENGTH = 131072
 
 
 @dataclass
+class MoEConfig:
+    """Mixture-of-Experts feed-forward layers (`model/moe.py`); n_experts=0 means a dense model."""
+
+    n_experts: int = 0
+    """Routed experts per MoE layer (0: dense SwiGLU everywhere)."""
+    top_k: int = 2
+    """Experts each token is sent to (token-choice top-k)."""
+    n_shared: int = 0
+    """Always-on shared experts per MoE layer (DeepSeekMoE), each of hidden size d_expert."""
+    d_expert: int | None = None
+    """Expert SwiGLU hidden size; None means ffn_dim / (top_k + n_shared) rounded up to a
+    multiple of 8, so the active FFN parameters match the dense model's."""
+    every: int = 1
+    """MoE in every k-th block (blocks k-1, 2k-1, ...); the others stay dense."""
+    score: Literal["softmax", "sigmoid"] = "softmax"
+    """Router score function: softmax (Mixtral, Switch) or sigmoid (DeepSeek-V3)."""
+    renormalize: bool = True
+    """Rescale the chosen experts' gate weights to sum to 1 per token."""
+    aux_loss: float = 0.01
+    """Switch load-balancing loss weight alpha (alpha * N * sum_i f_i P_i; 0 disables)."""
+    z_loss: float = 0.001
+    """Router z-loss weight (ST-MoE: mean squared logsumexp of the router logits; 0 disables)."""
+    bias_speed: float = 0.001
+    """DeepSeek-V3 auxiliary-loss-free balancing: per-expert selection-bias step (0 disables)."""
+    capacity_factor: float | None = None
+    """Switch-style expert capacity in training (tokens beyond it are dropped); None: dropless.
+    Inference is always dropless."""
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.n_experts > 0 and (layer + 1) % self.every == 0
+
+    def validate(self) -> None:
+        if self.n_experts < 0 or self.n_shared < 0:
+            raise ValueError("moe n_experts and n_shared must be >= 0")
+        if self.n_experts == 0:
+            return
+        if not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"moe top_k {self.top_k} must be in 1..n_experts {self.n_experts}")
+        if self.every < 1 or (self.d_expert is not None and self.d_expert < 1):
+            raise ValueError("moe every and d_expert must be >= 1")
+        if self.score not in ("softmax", "sigmoid"):
+            raise ValueError(f"moe score {self.score!r} must be 'softmax' or 'sigmoid'")
+        if min(self.aux_loss, self.z_loss, self.bias_speed) < 0:
+            raise ValueError("moe aux_loss, z_loss and bias_speed must be >= 0")
+        if self.capacity_factor is not None and self.capacity_factor <= 0:
+            raise ValueError("moe capacity_factor must be > 0 (or None for dropless)")
+
+
+@dataclass
 class ModelConfig:
     """Shape of the decoder-only transformer."""
 
@@ -44,6 +93,12 @@ class ModelConfig:
     """Share the input embedding and output projection matrices."""
     init_std: float = 0.02
     """Standard deviation of the normal weight init (residual outputs scaled by 1/sqrt(2L))."""
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    """Mixture-of-Experts settings (dense when moe.n_experts is 0)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.moe, dict):  # from a saved config.json
+            self.moe = _build(MoEConfig, self.moe)
 
     @property
     def kv_heads(self) -> int:
@@ -59,6 +114,13 @@ class ModelConfig:
             return self.d_ff
         return 32 * -(-(8 * self.d_model) // (3 * 32))
 
+    @property
+    def expert_dim(self) -> int:
+        """Hidden size of one MoE expert (see MoEConfig.d_expert)."""
+        if self.moe.d_expert:
+            return self.moe.d_expert
+        return 8 * -(-self.ffn_dim // (8 * (self.moe.top_k + self.moe.n_shared)))
+
     def validate(self) -> None:
         """Raise ValueError with a one-line message if the shape is inconsistent."""
         if min(self.vocab_size, self.context_length, self.n_layer, self.n_head, self.d_model) < 1:
@@ -73,6 +135,7 @@ class ModelConfig:
             raise ValueError(
                 f"context length {self.context_length} is above the maximum {MAX_CONTEXT_LENGTH}"
             )
+        self.moe.validate()
 
 
 @dataclass
@@ -119,6 +182,8 @@ class TrainConfig:
     """Compile the model with torch.compile."""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda[:N]'."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism under torchrun: 'ddp' (replicated) or 'fsdp' (FSDP2, sharded per block)."""
 
     def validate(self) -> None:
         if min(self.batch_size, self.grad_accum, self.max_steps, self.eval_iters) < 1:
@@ -133,14 +198,66 @@ class TrainConfig:
 class DataConfig:
     """Where the training text comes from and how it is tokenized."""
 
-    corpus: str = "python-stdlib"
-    """A source name (python-stdlib, ...) or a path to a text file, folder, glob or .jsonl."""
+    corpus: str = "world"
+    """A source name (world, python-stdlib, world:OPTIONS) or a path to a text file, folder,
+    glob or .jsonl. `world` (the built-in task world) is the default."""
     tokenizer: str = "bpe"
     """'char', 'byte', 'bpe' (trained on the corpus) or a path to a tokenizer.json."""
     text_field: str = "text"
     """Field holding the text in JSONL corpora."""
     val_fraction: float = 0.02
     """Fraction of documents held out for validation (python-stdlib has a fixed split)."""
+
+
+@dataclass
+class SFTConfig:
+    """What supervised fine-tuning trains on (the loop settings are a TrainConfig)."""
+
+    data: str = "world"
+    """'world' (chats generated from the task world) or a chat JSONL file of {"messages": [...]}."""
+    n_world: int = 20000
+    """Number of world chats to generate (train-split problems only)."""
+    style: Literal["both", "direct", "cot"] = "both"
+    """World replies: 'direct' answers, 'cot' worked solutions (the user asks to think step by
+    step), or 'both' (half each)."""
+    tasks: str = "arith,chain,countdown,strings,icl"
+    """Comma-separated world families to draw chats from (at the world's default weights)."""
+    val_fraction: float = 0.05
+    """Fraction of chats held out for the validation loss."""
+    pack: bool = True
+    """Pack several short chats into each training row (otherwise one padded chat per row)."""
+    replay: float = 0.0
+    """Weight of next-token loss on the base run's pretraining data, mixed into every step
+    against forgetting (0 disables; the base corpus must still be loadable)."""
+    replay_rows: int = 4
+    """Pretraining windows per micro-batch when replay is on."""
+    pretrain_eval: bool = False
+    """Measure the base corpus's validation loss before and after (always done with replay)."""
+    seed: int = 0
+    """Seed for world chat generation, the validation split and packing order."""
+
+    def validate(self) -> None:
+        if self.n_world < 2:
+            raise ValueError(f"n_world must be >= 2, got {self.n_world}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.replay < 1:
+            raise ValueError(f"replay must be in [0, 1), got {self.replay}")
+        if self.replay_rows < 1:
+            raise ValueError(f"replay rows must be >= 1, got {self.replay_rows}")
+
+
+def sft_train_config() -> TrainConfig:
+    """Loop settings fine-tuning starts from: a lower learning rate and a short schedule."""
+    return TrainConfig(
+        batch_size=16,
+        max_steps=300,
+        lr=5e-4,
+        min_lr=5e-5,
+        warmup_steps=20,
+        eval_every=50,
+        eval_iters=10,
+    )
 
 
 @dataclass
@@ -181,6 +298,18 @@ PRESETS: dict[str, RunConfig] = {
         model=ModelConfig(vocab_size=4096, context_length=256, n_layer=4, n_head=4, d_model=128),
         train=TrainConfig(batch_size=16, max_steps=600, lr=3e-3, min_lr=3e-4, warmup_steps=30),
     ),
+    # tiny with 8 experts, top-2 in every block: ~1.33M active (as tiny), ~2.95M in total.
+    "tiny-moe": RunConfig(
+        model=ModelConfig(
+            vocab_size=4096,
+            context_length=256,
+            n_layer=4,
+            n_head=4,
+            d_model=128,
+            moe=MoEConfig(n_experts=8, top_k=2),
+        ),
+        train=TrainConfig(batch_size=16, max_steps=600, lr=3e-3, min_lr=3e-4, warmup_steps=30),
+    ),
     # ~10M parameters.
     "small": RunConfig(
         model=ModelConfig(vocab_size=4096, context_length=256, n_layer=6, n_head=6, d_model=384),
@@ -213,3 +342,71 @@ def preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return RunConfig.from_dict(PRESETS[name].to_dict())
+
+
+@dataclass
+class GRPOConfig:
+    """Settings of a GRPO run on verifiable world rewards."""
+
+    task: str = "arith"
+    """World task spec (e.g. arith, arith:3, chain)."""
+    k: int = 8
+    """Responses sampled per prompt (the group)."""
+    prompts_per_step: int = 8
+    """Prompts per optimizer step (batch = prompts_per_step * k responses)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (also applied when scoring them)."""
+    max_new_tokens: int = 96
+    """Longest response."""
+    step_by_step: bool = True
+    """Ask for worked solutions (the reward only checks the final answer)."""
+    kl_beta: float = 0.0
+    """Weight of the k3 KL penalty to the frozen SFT reference (0: no reference model)."""
+    eval_n: int = 200
+    """Test problems for the before/after accuracy."""
+
+    def validate(self) -> None:
+        if self.k < 2 or self.prompts_per_step < 1:
+            raise ValueError("GRPO needs k >= 2 responses per prompt and >= 1 prompt per step")
+        if self.temperature <= 0 or self.max_new_tokens < 1 or self.kl_beta < 0:
+            raise ValueError("need temperature > 0, max_new_tokens >= 1 and kl_beta >= 0")
+
+
+@dataclass
+class PPOConfig:
+    """Settings of a PPO run against a reward model."""
+
+    tasks: str = "chain,strings"
+    """World tasks whose (train-split) prompts the policy answers."""
+    prompts_per_iter: int = 32
+    """Rollouts per PPO iteration."""
+    iterations: int = 40
+    """PPO iterations (rollout, then `epochs` passes of minibatch updates)."""
+    epochs: int = 2
+    """Passes over each rollout batch."""
+    minibatch: int = 8
+    """Rollouts per minibatch update."""
+    temperature: float = 0.7
+    """Sampling temperature (applied in every forward pass that scores the samples)."""
+    max_new_tokens: int = 64
+    """Longest response."""
+    kl_beta: float = 0.05
+    """Initial KL coefficient."""
+    kl_target: float | None = None
+    """Adaptive KL target (None keeps kl_beta fixed)."""
+    clip: float = 0.2
+    """PPO ratio clip range."""
+    vf_clip: float = 0.2
+    """Value clip range."""
+    gamma: float = 1.0
+    lam: float = 0.95
+    no_eos_penalty: float = -1.0
+    """Added to the score of a response that hits max_new_tokens without <|end|>."""
+    step_by_step_fraction: float = 0.5
+    """Fraction of prompts that ask for a worked solution."""
+
+    def validate(self) -> None:
+        if min(self.prompts_per_iter, self.iterations, self.epochs, self.minibatch) < 1:
+            raise ValueError("PPO sizes (prompts, iterations, epochs, minibatch) must be >= 1")
+        if self.temperature <= 0 or self.kl_beta < 0 or not 0 < self.clip < 1:
+            raise ValueError("need temperature > 0, kl_beta >= 0 and 0 < clip < 1")

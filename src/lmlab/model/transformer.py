@@ -42,10 +42,9 @@ def rope_tables(head_dim: int, length: int, theta: float) -> tuple[Tensor, Tenso
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (x_i, x_{i+D/2}) of x [B, H, T, D] by the angles in cos/sin [B|1, 1, T, D/2]."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.type_as(x)
+    """Rotate pairs (x_i, x_{i+D/2}) of x [B, T, H, D] by the angles in cos/sin [B|1, T, 1, D/2]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class Attention(nn.Module):
@@ -61,11 +60,13 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, _ = x.shape
-        hd = self.head_dim
-        q, k, v = self.wqkv(x).split([self.n_head * hd, self.n_kv * hd, self.n_kv * hd], dim=-1)
-        q = apply_rope(q.view(B, T, self.n_head, hd).transpose(1, 2), cos, sin)
-        k = apply_rope(k.view(B, T, self.n_kv, hd).transpose(1, 2), cos, sin)
-        v = v.view(B, T, self.n_kv, hd).transpose(1, 2)
+        hd, nq = self.head_dim, self.n_head
+        qkv = self.wqkv(x).view(B, T, nq + 2 * self.n_kv, hd)
+        # one RoPE call rotates the query and key heads together (they are adjacent in wqkv)
+        qk = apply_rope(qkv[:, :, : nq + self.n_kv], cos, sin)
+        q = qk[:, :, :nq].transpose(1, 2)
+        k = qk[:, :, nq:].transpose(1, 2)
+        v = qkv[:, :, nq + self.n_kv :].transpose(1, 2)
         mask = None
         if cache is not None:
             k, v, mask = cache.update(self.layer, k, v)
@@ -97,6 +98,10 @@ class SwiGLU(nn.Module):
 
 def make_ffn(cfg: ModelConfig, layer: int) -> nn.Module:
     """The feed-forward module of block `layer` (the hook where MoE layers plug in)."""
+    if cfg.moe.is_moe_layer(layer):
+        from lmlab.model.moe import MoE  # moe.py builds on this module's SwiGLU
+
+        return MoE(cfg, layer)
     return SwiGLU(cfg.d_model, cfg.ffn_dim)
 
 
@@ -135,13 +140,14 @@ class Transformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """GPT-2 init: N(0, init_std) everywhere; the projections that write into the residual
-        stream (attention `wo`, FFN `w2`) scaled by 1/sqrt(2 * n_layer) so the residual variance
-        stays O(1) with depth (Radford et al. 2019). RMSNorm gains start at 1."""
+        stream (attention `wo`, FFN `w2`, stacked MoE experts `ffn.w2`) scaled by
+        1/sqrt(2 * n_layer) so the residual variance stays O(1) with depth (Radford et al. 2019).
+        RMSNorm gains start at 1."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             if p.dim() < 2:
                 nn.init.ones_(p)
-            elif name.endswith(("wo.weight", "w2.weight")):
+            elif name.endswith(("wo.weight", "w2.weight", "ffn.w2")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
             else:
                 nn.init.normal_(p, 0.0, std)
@@ -154,11 +160,11 @@ class Transformer(nn.Module):
         if positions is None:
             if self.cfg.context_length < T:
                 raise ValueError(f"sequence length {T} > context {self.cfg.context_length}")
-            cos = self.rope_cos[:T][None, None]
-            sin = self.rope_sin[:T][None, None]
+            cos = self.rope_cos[:T][None, :, None]
+            sin = self.rope_sin[:T][None, :, None]
         else:
-            cos = self.rope_cos[positions][:, None]
-            sin = self.rope_sin[positions][:, None]
+            cos = self.rope_cos[positions][:, :, None]
+            sin = self.rope_sin[positions][:, :, None]
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, cos, sin, cache)
@@ -179,21 +185,30 @@ class Transformer(nn.Module):
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
-    """Parameter counts from the config alone: total, embedding and non-embedding.
+    """Parameter counts from the config alone: total, embedding, non-embedding, and the
+    `active` / `active_non_embedding` counts one token uses (equal to total / non-embedding
+    for dense models; an MoE layer activates its router, top_k routed and all shared experts).
 
     `embedding` is the token embedding plus, when untied, the output projection (Kaplan et al.
     2020 exclude both); `non_embedding` is everything else (attention, FFN, norms).
     """
-    d, hd = cfg.d_model, cfg.head_dim
+    d, hd, m = cfg.d_model, cfg.head_dim, cfg.moe
     attn = d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d
-    ffn = 3 * d * cfg.ffn_dim
-    per_layer = attn + ffn + 2 * d
-    non_embedding = cfg.n_layer * per_layer + d
+    dense_ffn = 3 * d * cfg.ffn_dim
+    n_moe = sum(m.is_moe_layer(i) for i in range(cfg.n_layer))
+    expert = 3 * d * cfg.expert_dim
+    moe_total = d * m.n_experts + (m.n_experts + m.n_shared) * expert
+    moe_active = d * m.n_experts + (m.top_k + m.n_shared) * expert
+    base = cfg.n_layer * (attn + 2 * d) + (cfg.n_layer - n_moe) * dense_ffn + d
+    non_embedding = base + n_moe * moe_total
+    active_non_embedding = base + n_moe * moe_active
     embedding = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
     return {
         "total": non_embedding + embedding,
         "embedding": embedding,
         "non_embedding": non_embedding,
+        "active": active_non_embedding + embedding,
+        "active_non_embedding": active_non_embedding,
     }
 
 
@@ -202,14 +217,21 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, f
 
     N_matmul counts the weights used in matrix multiplies: every block weight plus the output
     projection (tied or not: the lm head matmul runs either way); the input embedding is a
-    lookup and costs no FLOPs. The attention term counts QK^T and AV over the full T x T score
-    matrix (as PaLM and Chinchilla do), for sequences of length T = seq_len (default: the
-    context). `forward` is one third of `train`.
+    lookup and costs no FLOPs. For MoE models only the active weights count (router, top_k
+    routed and the shared experts); `n_matmul_total` counts every expert. The attention term
+    counts QK^T and AV over the full T x T score matrix (as PaLM and Chinchilla do), for
+    sequences of length T = seq_len (default: the context). `forward` is one third of `train`.
     """
     T = seq_len or cfg.context_length
     counts = param_counts(cfg)
     norms = (2 * cfg.n_layer + 1) * cfg.d_model
-    n_matmul = counts["non_embedding"] - norms + cfg.vocab_size * cfg.d_model
+    n_matmul = counts["active_non_embedding"] - norms + cfg.vocab_size * cfg.d_model
+    n_matmul_total = counts["non_embedding"] - norms + cfg.vocab_size * cfg.d_model
     attn = 12 * cfg.n_layer * T * cfg.n_head * cfg.head_dim
     train = 6 * n_matmul + attn
-    return {"train": float(train), "forward": train / 3.0, "n_matmul": float(n_matmul)}
+    return {
+        "train": float(train),
+        "forward": train / 3.0,
+        "n_matmul": float(n_matmul),
+        "n_matmul_total": float(n_matmul_total),
+    }

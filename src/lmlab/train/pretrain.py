@@ -17,6 +17,7 @@ from lmlab.config import RunConfig
 from lmlab.data.corpora import Corpus, load_corpus
 from lmlab.data.shards import Batches, Shards, build_shards, cache_root
 from lmlab.data.tokenizer import Tokenizer, build_tokenizer
+from lmlab.model.moe import router_losses, routing_metrics
 from lmlab.model.transformer import Transformer, flops_per_token, param_counts
 from lmlab.train.checkpoint import CheckpointError, latest_checkpoint
 from lmlab.train.loop import Trainer, init_distributed
@@ -31,10 +32,20 @@ class RunDirError(ValueError):
 def next_token_loss(
     model: nn.Module, batch: tuple[Tensor, Tensor]
 ) -> tuple[Tensor, dict[str, float]]:
-    """Mean cross-entropy of predicting each next token (computed in float32)."""
+    """Mean cross-entropy of predicting each next token (computed in float32).
+
+    For MoE models, in training the routers' balancing losses (Switch aux + z-loss) are added
+    and the metrics hold the plain cross-entropy (`ce`) and per-layer routing statistics;
+    evaluation returns the cross-entropy alone, comparable with dense models.
+    """
     x, y = batch
     logits = model(x)
-    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), {}
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    aux = router_losses(model)
+    if aux is None:
+        return loss, {}
+    metrics = {"ce": loss.item(), **routing_metrics(model)}
+    return (loss + aux if model.training else loss), metrics
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -148,7 +159,12 @@ def pretrain(
             f"[bold]lmlab pretrain[/] {out}  corpus={cfg.data.corpus} "
             f"({len(shards.train):,} train / {len(shards.val):,} val tokens)  "
             f"params={info['params_total']:,} (non-embedding {info['params_non_embedding']:,})  "
-            f"device={device}  world={rank_info.world}"
+            + (
+                f"active={info['params_active']:,}  "
+                if info["params_active"] != info["params_total"]
+                else ""
+            )
+            + f"device={device}  world={rank_info.world}"
             + (f"  resuming at step {trainer.step_count}" if resume else "")
         )
     tokens_per_step = (
