@@ -1,39 +1,653 @@
-"""Text generation from a trained model."""
+"""The inference engine: batched generation with a preallocated KV cache and a slot scheduler.
+
+This is the ONE generation path: the CLI (`sample`, `generate`, `chat`), evaluation, reasoning
+strategies, RL rollouts and the server all call it.
+
+Design (continuous batching, as in Orca, Yu et al. 2022, and vLLM):
+
+- The cache holds `max_batch` *slots*, each with room for a whole sequence. A request of `n`
+  samples takes `n` slots; its prompt is prefilled once and the prompt's keys/values are copied
+  to the sibling slots.
+- `step()` runs one decode step for every running slot, then admits waiting requests into free
+  slots (prefilling them, which yields their first token). Each slot keeps its own position and
+  cache length, so requests of any length join and leave at any step; a finished sequence frees
+  its slot at once. `generate()`, `stream()` and `chat()` are thin loops over `add_request` and
+  `step`.
+- Decoding runs over slots 0..hi (hi = highest busy slot) as one batch; the rows of idle slots in
+  between are computed and ignored. Per-row attention masks cover each row's own cache length.
+
+Sampling happens in float32, in this order: temperature, top-k, top-p (nucleus, Holtzman et al.
+2020), min-p (Nguyen et al. 2024); temperature 0 is greedy. The random numbers come from a
+counter-based generator (Salmon et al. 2011): the noise for sample `i` of a request at step `t`
+is a hash of (seed, i, t, token id), so a sample depends only on its own seed, never on which
+other requests share the batch, and the whole batch is sampled with a handful of tensor ops.
+
+Stops: a sequence ends at a stop token (`<|end|>` unless `ignore_eos`, plus `stop_token_ids`;
+the stop token is kept in `token_ids` and `logprobs` but not in `text`), at a stop string
+(matched on the decoded text, also across token boundaries; the text is cut before it, while
+`token_ids` keep every token generated up to the one that completed it), or after
+`max_new_tokens` (finish_reason "length"). Logprobs are the model's own log-probabilities of the
+chosen tokens (log-softmax of the raw logits, before temperature and filtering), so their sum is
+the sequence log-likelihood. A prompt plus `max_new_tokens` longer than the context is an error
+(no silent truncation).
+"""
 
 from __future__ import annotations
+
+import itertools
+import re
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lmlab.data.tokenizer import Message, Tokenizer
 
-@torch.no_grad()
-def sample(
-    model: nn.Module,
-    prompt: list[int],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-) -> list[int]:
-    """Sample a continuation of `prompt` token by token (full forward each step)."""
-    ctx = model.cfg.context_length
-    if len(prompt) + max_new_tokens > ctx:
-        raise ValueError(
-            f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-            f"context length {ctx}"
+
+class GenerationError(ValueError):
+    """Bad input to the engine (the message names the problem and the fix)."""
+
+
+@dataclass
+class SamplingParams:
+    """How to sample one request."""
+
+    max_new_tokens: int = 64
+    """Most tokens to generate per sample."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy."""
+    top_k: int | None = None
+    """Keep only the k most likely tokens (None: all)."""
+    top_p: float = 1.0
+    """Keep the smallest set of tokens whose probability reaches top_p (nucleus sampling)."""
+    min_p: float = 0.0
+    """Drop tokens less likely than min_p times the most likely token."""
+    n: int = 1
+    """Samples per prompt (sharing one prefill)."""
+    stop: list[str] | None = None
+    """Stop strings, matched on the decoded text and excluded from it."""
+    stop_token_ids: list[int] | None = None
+    """Extra stop tokens; <|end|> always stops too unless ignore_eos."""
+    ignore_eos: bool = False
+    """Do not stop at <|end|> (only at stop_token_ids, stop strings or the length)."""
+    seed: int | None = None
+    """Sampling seed (None: drawn from torch's global generator)."""
+    logprobs: bool = False
+    """Return the log-probability of every generated token."""
+
+    def validate(self, vocab_size: int, max_batch: int) -> None:
+        """Raise GenerationError with a one-line message if a field is out of range."""
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not isinstance(self.n, int) or self.n < 1:
+            raise GenerationError(f"n must be >= 1, got {self.n}")
+        if self.n > max_batch:
+            raise GenerationError(f"n={self.n} exceeds the engine's max_batch={max_batch}")
+        if not self.temperature >= 0:
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise GenerationError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            raise GenerationError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.stop is not None and (
+            not isinstance(self.stop, (list, tuple))
+            or not all(isinstance(s, str) and s for s in self.stop)
+        ):
+            raise GenerationError(
+                f"stop must be a list of non-empty strings, got {type(self.stop).__name__} "
+                f"{self.stop!r}"
+            )
+        if self.stop_token_ids is not None and (
+            not isinstance(self.stop_token_ids, (list, tuple))
+            or not all(isinstance(t, int) and 0 <= t < vocab_size for t in self.stop_token_ids)
+        ):
+            raise GenerationError(
+                f"stop_token_ids must be a list of token ids in [0, {vocab_size}), "
+                f"got {self.stop_token_ids!r}"
+            )
+
+
+@dataclass
+class Completion:
+    """One generated sample."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length" | "cancelled" (see `Engine.cancel`)
+    logprobs: list[float] | None
+    prompt_tokens: int
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
+_GOLDEN = 0x9E3779B1
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (Mueller's xorshift-multiply) on int64 tensors without overflow."""
+    x = x & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    return (x >> 16) ^ x
+
+
+def _exponential_noise(keys: Tensor, counters: Tensor, vocab: int) -> Tensor:
+    """Exp(1) noise [B, V] that depends only on each row's (key, counter) and the token id."""
+    step_key = _mix32(keys ^ _mix32(counters + _GOLDEN))
+    token = (torch.arange(vocab, device=keys.device) * _GOLDEN) & _M32
+    h = _mix32(_mix32(step_key[:, None] + token) ^ step_key[:, None])
+    u = ((h >> 8).float() + 0.5) / 16777216.0  # 24-bit uniforms strictly inside (0, 1)
+    return -torch.log(u)
+
+
+def filter_logits(logits: Tensor, top_k: Tensor, top_p: Tensor, min_p: Tensor) -> Tensor:
+    """Set filtered-out logits to -inf: top-k, then top-p, then min-p (per-row parameters).
+
+    logits [B, V] float32 (already divided by the temperature); top_k [B] long (V = off),
+    top_p [B] float (1 = off), min_p [B] float (0 = off).
+    """
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    rank = torch.arange(logits.shape[-1], device=logits.device)
+    sorted_logits = sorted_logits.masked_fill(rank >= top_k[:, None], -float("inf"))
+    probs = sorted_logits.softmax(-1)
+    # Keep a token while the mass strictly before it is below top_p (the first always stays).
+    before = probs.cumsum(-1) - probs
+    drop = (before >= top_p[:, None]) | (probs < min_p[:, None] * probs[:, :1])
+    sorted_logits = sorted_logits.masked_fill(drop, -float("inf"))
+    return torch.full_like(logits, -float("inf")).scatter(-1, order, sorted_logits)
+
+
+def sample_tokens(
+    logits: Tensor,
+    temperature: Tensor,
+    top_k: Tensor,
+    top_p: Tensor,
+    min_p: Tensor,
+    keys: Tensor,
+    counters: Tensor,
+    need_filter: bool = True,
+) -> Tensor:
+    """Next tokens [B] from float32 logits [B, V]; rows with temperature 0 take the argmax.
+
+    Sampling is the Gumbel-max trick in its exponential form: argmax(p / E) with E ~ Exp(1)
+    draws from p, with E from the counter-based hash so each row is reproducible on its own.
+    """
+    greedy = logits.argmax(-1)
+    scaled = logits / torch.where(temperature > 0, temperature, 1.0)[:, None]
+    if need_filter:
+        scaled = filter_logits(scaled, top_k, top_p, min_p)
+    probs = scaled.softmax(-1)
+    drawn = (probs / _exponential_noise(keys, counters, logits.shape[-1])).argmax(-1)
+    return torch.where(temperature > 0, drawn, greedy)
+
+
+# --- the KV cache ---------------------------------------------------------------------------
+
+
+class SlotCache:
+    """Preallocated keys/values [max_batch, H_kv, max_len, D] per layer, one row per slot.
+
+    Implements the `KVCache` protocol of `model/transformer.py` in two modes set by the engine
+    before each forward: prefill (write the prompt of rows `slots` at positions 0..T-1 and
+    attend causally over it) and decode (write one token per row 0..B-1 at its own position
+    and attend over each row's first `length + 1` positions).
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        max_batch: int,
+        n_kv: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        shape = (max_batch, n_kv, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.max_len = max_len
+        self._slots: Tensor | None = None
+        self._rows = torch.arange(max_batch, device=device)
+        self._pos: Tensor | None = None
+        self._span = 0
+        self._mask: Tensor | None = None
+
+    def begin_prefill(self, slots: Tensor) -> None:
+        self._slots = slots
+
+    def begin_decode(self, positions: Tensor, span: int) -> None:
+        """positions [B]: where each row's new token goes; span: max(positions) + 1."""
+        self._slots = None
+        self._pos = positions
+        self._span = span
+        ar = torch.arange(span, device=positions.device)
+        self._mask = (ar[None, :] <= positions[:, None])[:, None, None, :]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        kc, vc = self.k[layer], self.v[layer]
+        if self._slots is not None:
+            T = k.shape[2]
+            kc[self._slots, :, :T] = k
+            vc[self._slots, :, :T] = v
+            return k, v, None
+        assert self._pos is not None
+        B = k.shape[0]
+        rows = self._rows[:B]
+        kc[rows, :, self._pos] = k[:, :, 0]
+        vc[rows, :, self._pos] = v[:, :, 0]
+        return kc[:B, :, : self._span], vc[:B, :, : self._span], self._mask
+
+    def copy_slot(self, src: int, dst: list[int], length: int) -> None:
+        """Copy the first `length` cached positions of slot `src` into slots `dst`."""
+        for kc, vc in zip(self.k, self.v, strict=True):
+            kc[dst, :, :length] = kc[src, :, :length]
+            vc[dst, :, :length] = vc[src, :, :length]
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Seq:
+    """One sample of a request, living in one slot while it decodes."""
+
+    request: Request
+    index: int
+    slot: int = -1
+    length: int = 0  # tokens in this slot's cache
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop_at: int | None = None  # text cut (a stop string was found there)
+
+    def text(self, tok: Tokenizer) -> str:
+        """Text of the tokens so far (without a final stop token, cut before a stop string)."""
+        ids = self.token_ids
+        if self.finish_reason == "stop" and self.stop_at is None:
+            ids = ids[:-1]
+        text = tok.decode(ids)
+        return text if self.stop_at is None else text[: self.stop_at]
+
+
+@dataclass
+class Request:
+    """A prompt and its samples; the handle `add_request` returns."""
+
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    seed: int
+    stop_ids: frozenset[int]
+    seqs: list[_Seq] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return all(s.finish_reason is not None for s in self.seqs)
+
+    def completions(self, tok: Tokenizer) -> list[Completion]:
+        if not self.finished:
+            raise GenerationError(f"request {self.id} is still running")
+        return [
+            Completion(
+                text=s.text(tok),
+                token_ids=list(s.token_ids),
+                finish_reason=s.finish_reason or "length",
+                logprobs=list(s.logprobs) if self.params.logprobs else None,
+                prompt_tokens=len(self.prompt),
+            )
+            for s in self.seqs
+        ]
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+
+class Engine:
+    """Batched generation over a slot scheduler (see the module docstring).
+
+    model: an lmlab `Transformer` (dense or MoE); tokenizer: its tokenizer; max_batch: slots,
+    i.e. sequences decoded together; device: where the model and cache live (default: the
+    model's); max_seq_len: cache length per slot (default: the model's context); compile:
+    compile the decode step with `torch.compile` (dynamic shapes, frozen weights: the first
+    call is slow, and later weight updates are not seen, so not for models still training).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Tokenizer,
+        max_batch: int = 32,
+        device: str | torch.device | None = None,
+        max_seq_len: int | None = None,
+        compile: bool = False,
+    ) -> None:
+        if max_batch < 1:
+            raise GenerationError(f"max_batch must be >= 1, got {max_batch}")
+        cfg = model.cfg  # type: ignore[attr-defined]
+        self.device = (
+            torch.device(device) if device is not None else next(model.parameters()).device
         )
-    gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    ids = torch.tensor([prompt], device=device)
-    for _ in range(max_new_tokens):
-        logits: Tensor = model(ids)[0, -1].float().cpu()
-        if temperature == 0:
-            nxt = int(logits.argmax())
+        self.model = model.to(self.device).eval()
+        # The decode step is one fixed graph of small ops; compiling it (dynamic batch and span)
+        # fuses the elementwise work, and freezing lets inductor pre-pack the weights for its
+        # matmuls (the weights become constants: for inference-only models). Prefill stays eager.
+        self._decode_model = (
+            torch.compile(self.model, dynamic=True, options={"freezing": True})
+            if compile
+            else self.model
+        )
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.max_batch = max_batch
+        self.max_len = min(cfg.context_length, max_seq_len or cfg.context_length)
+        dtype = next(model.parameters()).dtype
+        with torch.inference_mode():
+            self.cache = SlotCache(
+                cfg.n_layer,
+                max_batch,
+                cfg.kv_heads,
+                self.max_len,
+                cfg.head_dim,
+                dtype,
+                self.device,
+            )
+            z = dict(device=self.device)
+            # Per-slot state, on the device, so a decode step needs no host-side assembly.
+            self.tokens = torch.zeros(max_batch, dtype=torch.long, **z)
+            self.lengths = torch.zeros(max_batch, dtype=torch.long, **z)
+            self.counters = torch.zeros(max_batch, dtype=torch.long, **z)
+            self.keys = torch.zeros(max_batch, dtype=torch.long, **z)
+            self.temperature = torch.zeros(max_batch, **z)
+            self.top_k = torch.full((max_batch,), cfg.vocab_size, dtype=torch.long, **z)
+            self.top_p = torch.ones(max_batch, **z)
+            self.min_p = torch.zeros(max_batch, **z)
+            self.active = torch.zeros(max_batch, dtype=torch.long, **z)
+        self._unknown: Tensor | None = None
+        if tokenizer.vocab_size < cfg.vocab_size:
+            self._unknown = torch.arange(cfg.vocab_size, device=self.device) >= tokenizer.vocab_size
+        vocab = tokenizer.hf.get_vocab(with_added_tokens=False)
+        self._byte_ids = frozenset(i for t, i in vocab.items() if _BYTE_TOKEN.fullmatch(t))
+        self.slots: list[_Seq | None] = [None] * max_batch
+        self.waiting: deque[Request] = deque()
+        self._ids = itertools.count()
+        self._hi = 0  # decode batch covers slots [0, _hi)
+
+    @classmethod
+    def from_checkpoint(
+        cls, run_dir: str | Path, device: str | torch.device = "cpu", **kw: Any
+    ) -> Engine:
+        """An engine over the latest checkpoint of an lmlab run directory."""
+        from lmlab.train.checkpoint import load_run
+
+        model, tok, _ = load_run(Path(run_dir), device)
+        return cls(model, tok, device=device, **kw)
+
+    # --- scheduler --------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str | Sequence[int]) -> list[int]:
+        """Token ids of a prompt: text gets <|bos|> in front; a list of ids is used as-is."""
+        if isinstance(prompt, str):
+            return [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            if not prompt:
+                raise GenerationError("a prompt of token ids is empty; give at least one token")
+            bad = [t for t in prompt if not 0 <= t < self.cfg.vocab_size]
+            if bad:
+                raise GenerationError(
+                    f"prompt token id {bad[0]} is outside the vocabulary [0, {self.cfg.vocab_size})"
+                )
+            return list(prompt)
+        raise GenerationError(
+            f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}"
+        )
+
+    def _check(self, ids: list[int], params: SamplingParams) -> None:
+        params.validate(self.cfg.vocab_size, self.max_batch)
+        if len(ids) + params.max_new_tokens > self.max_len:
+            raise GenerationError(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+                f"the context length {self.max_len}; shorten the prompt or lower max_new_tokens"
+            )
+
+    def add_request(self, prompt: str | Sequence[int], params: SamplingParams) -> Request:
+        """Queue a request; it joins the running batch at the next `step()` with free slots."""
+        ids = self.encode_prompt(prompt)
+        self._check(ids, params)
+        return self._enqueue(ids, params)
+
+    def _enqueue(self, ids: list[int], params: SamplingParams) -> Request:
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31, ()))
+        stop_ids = set(params.stop_token_ids or [])
+        if not params.ignore_eos:
+            stop_ids.add(self.tokenizer.end_id)
+        req = Request(next(self._ids), ids, params, seed, frozenset(stop_ids))
+        req.seqs = [_Seq(req, i) for i in range(params.n)]
+        self.waiting.append(req)
+        return req
+
+    def has_work(self) -> bool:
+        return bool(self.waiting) or any(s is not None for s in self.slots)
+
+    @torch.inference_mode()
+    def cancel(self, request: Request) -> None:
+        """Stop a request now: drop it from the queue, end its running samples (finish_reason
+        "cancelled") and free their slots for the next step (a server calls this when its
+        client disconnects)."""
+        self.waiting = deque(r for r in self.waiting if r is not request)
+        for s in request.seqs:
+            if s.finish_reason is None:
+                s.finish_reason = "cancelled"
+                if 0 <= s.slot < self.max_batch and self.slots[s.slot] is s:
+                    self._free(s)
+
+    @torch.inference_mode()
+    def step(self) -> list[Request]:
+        """One decode step for every running slot, then admit and prefill waiting requests.
+
+        Returns the requests that finished during this step.
+        """
+        done: list[Request] = []
+        if self._hi:
+            self._decode(done)
+        admitted: list[Request] = []
+        free = [i for i, s in enumerate(self.slots) if s is None]
+        while self.waiting and len(free) >= self.waiting[0].params.n:
+            req = self.waiting.popleft()
+            for seq in req.seqs:
+                seq.slot = free.pop(0)
+                self.slots[seq.slot] = seq
+                self._hi = max(self._hi, seq.slot + 1)
+            admitted.append(req)
+        if admitted:
+            self._prefill(admitted, done)
+        return done
+
+    def _set_slot_params(self, seq: _Seq) -> None:
+        p, s = seq.request.params, seq.slot
+        self.temperature[s] = p.temperature
+        self.top_k[s] = min(p.top_k or self.cfg.vocab_size, self.cfg.vocab_size)
+        self.top_p[s] = p.top_p
+        self.min_p[s] = p.min_p
+        # The row's key mixes the request seed with the sample index (see module docstring).
+        self.keys[s] = _mix32(
+            _mix32(torch.tensor(seq.request.seed & _M32)) + seq.index * _GOLDEN
+        ).item()
+        self.counters[s] = 0
+        self.active[s] = 1
+
+    def _prefill(self, reqs: list[Request], done: list[Request]) -> None:
+        """Run all new prompts as one right-padded batch; each yields its samples' first token."""
+        lens = [len(r.prompt) for r in reqs]
+        T = max(lens)
+        idx = torch.full((len(reqs), T), self.tokenizer.pad_id, dtype=torch.long)
+        for i, r in enumerate(reqs):
+            idx[i, : lens[i]] = torch.tensor(r.prompt)
+        first = torch.tensor([r.seqs[0].slot for r in reqs], device=self.device)
+        # Right padding keeps every real token's causal view exact; the pad positions written
+        # past a row's length are masked out and later overwritten by its decode steps.
+        self.cache.begin_prefill(first)
+        hidden = self.model.hidden_states(idx.to(self.device), cache=self.cache)
+        # Only the last real position of each prompt needs logits.
+        last = self.model.lm_head(hidden[torch.arange(len(reqs)), torch.tensor(lens) - 1]).float()
+        rows, seqs = [], []
+        for i, r in enumerate(reqs):
+            others = [s.slot for s in r.seqs[1:]]
+            if others:
+                self.cache.copy_slot(r.seqs[0].slot, others, lens[i])
+            for s in r.seqs:
+                s.length = lens[i]
+                self.lengths[s.slot] = lens[i]
+                self._set_slot_params(s)
+                rows.append(i)
+                seqs.append(s)
+        slots = torch.tensor([s.slot for s in seqs], device=self.device)
+        self._advance(slots, last[torch.tensor(rows, device=self.device)], seqs, done)
+
+    def _decode(self, done: list[Request]) -> None:
+        B = self._hi
+        seqs = self.slots[:B]
+        span = max(s.length for s in seqs if s is not None) + 1
+        positions = self.lengths[:B]
+        self.cache.begin_decode(positions, span)
+        logits = self._decode_model(self.tokens[:B, None], positions[:, None], self.cache)
+        self.lengths[:B] += self.active[:B]
+        for s in seqs:
+            if s is not None:
+                s.length += 1
+        self._advance(slice(0, B), logits[:, -1].float(), seqs, done)
+
+    def _advance(
+        self, rows: Tensor | slice, logits: Tensor, seqs: list[_Seq | None], done: list[Request]
+    ) -> None:
+        """Sample the next token of `rows` and do the per-sequence bookkeeping."""
+        live = [s for s in seqs if s is not None]
+        raw = logits
+        if self._unknown is not None:  # ids past the tokenizer (vocab padding) are never drawn
+            logits = logits.masked_fill(self._unknown, -float("inf"))
+        sampling = any(s.request.params.temperature > 0 for s in live)
+        if sampling:
+            need_filter = any(
+                (p := s.request.params).top_k is not None or p.top_p < 1 or p.min_p > 0
+                for s in live
+            )
+            nxt = sample_tokens(
+                logits,
+                self.temperature[rows],
+                self.top_k[rows],
+                self.top_p[rows],
+                self.min_p[rows],
+                self.keys[rows],
+                self.counters[rows],
+                need_filter,
+            )
+            self.counters[rows] += 1
         else:
-            logits = logits / temperature
-            if top_k:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits[logits < kth] = -float("inf")
-            nxt = int(torch.multinomial(logits.softmax(-1), 1, generator=gen))
-        ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], dim=1)
-    return ids[0, len(prompt) :].tolist()
+            nxt = logits.argmax(-1)
+        self.tokens[rows] = nxt
+        want_lp = any(s.request.params.logprobs for s in live)
+        lps = raw.log_softmax(-1).gather(-1, nxt[:, None])[:, 0].tolist() if want_lp else None
+        for j, (s, t) in enumerate(zip(seqs, nxt.tolist(), strict=True)):
+            if s is None:
+                continue
+            s.token_ids.append(t)
+            if lps is not None:
+                s.logprobs.append(lps[j])
+            if self._finished(s, t):
+                self._free(s)
+                if s.request.finished:
+                    done.append(s.request)
+
+    def _finished(self, s: _Seq, t: int) -> bool:
+        p = s.request.params
+        if t in s.request.stop_ids:
+            s.finish_reason = "stop"
+            return True
+        if p.stop:
+            text = self.tokenizer.decode(s.token_ids)
+            hits = [i for i in (text.find(x) for x in p.stop) if i >= 0]
+            if hits:
+                s.finish_reason, s.stop_at = "stop", min(hits)
+                return True
+        if len(s.token_ids) >= p.max_new_tokens:
+            s.finish_reason = "length"
+            return True
+        return False
+
+    def _free(self, s: _Seq) -> None:
+        self.slots[s.slot] = None
+        self.active[s.slot] = 0
+        self.lengths[s.slot] = 0
+        while self._hi and self.slots[self._hi - 1] is None:
+            self._hi -= 1
+
+    # --- front ends -------------------------------------------------------------------------
+
+    def generate(
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams | None = None
+    ) -> list[list[Completion]]:
+        """Completions for each prompt (a list of `params.n` per prompt, in prompt order)."""
+        params = params or SamplingParams()
+        if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+            raise GenerationError("prompts must be a list of strings or of token-id lists")
+        if not prompts:
+            raise GenerationError("no prompts given; pass at least one")
+        encoded = [self.encode_prompt(p) for p in prompts]
+        for ids in encoded:  # validate everything before queueing anything
+            self._check(ids, params)
+        reqs = [self._enqueue(ids, params) for ids in encoded]
+        while not all(r.finished for r in reqs):
+            self.step()
+        return [r.completions(self.tokenizer) for r in reqs]
+
+    def stream(
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None
+    ) -> Iterator[str]:
+        """Yield the completion's text in pieces as it is generated (`params.n` must be 1).
+
+        Text is yielded once it is settled (see `settled_text`), so the pieces join to exactly
+        the final `Completion.text`.
+        """
+        params = params or SamplingParams()
+        if params.n != 1:
+            raise GenerationError(f"stream needs n=1, got n={params.n}")
+        req = self.add_request(prompt, params)
+        seq, sent = req.seqs[0], 0
+        while not req.finished:
+            self.step()
+            text = self.settled_text(seq)
+            if len(text) > sent:
+                yield text[sent:]
+                sent = len(text)
+
+    def settled_text(self, seq: _Seq) -> str:
+        """The text of a sample that later tokens cannot change: all of it once finished;
+        while running, without a tail that could still become a stop string, an incomplete
+        UTF-8 character, or a trailing run of byte-fallback tokens (`<0xHH>`, char tokenizers),
+        which the decoder turns into text only as a whole."""
+        if seq.finish_reason is not None:
+            return seq.text(self.tokenizer)
+        ids = seq.token_ids
+        k = len(ids)
+        while k and ids[k - 1] in self._byte_ids:
+            k -= 1
+        text = self.tokenizer.decode(ids[:k]).rstrip("\ufffd")
+        stops = seq.request.params.stop or []
+        hold = max((j for x in stops for j in range(1, len(x)) if text.endswith(x[:j])), default=0)
+        return text[: len(text) - hold]
+
+    def chat(self, messages: list[Message], params: SamplingParams | None = None) -> Completion:
+        """The assistant's reply to a conversation (chat template of the tokenizer)."""
+        params = params or SamplingParams()
+        if params.n != 1:
+            raise GenerationError(f"chat returns one reply; got n={params.n}")
+        ids, _ = self.tokenizer.encode_chat(messages, add_generation_prompt=True)
+        return self.generate([ids], params)[0][0]

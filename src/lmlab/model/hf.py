@@ -1,0 +1,419 @@
+"""Export to and import from Hugging Face checkpoint formats: Llama (dense models), Mixtral
+(MoE without shared experts) and Qwen2-MoE (MoE with shared experts or dense layers in between).
+
+lmlab's dense transformer is the Llama architecture, so the two formats differ only in names
+and in lmlab's fused projections:
+
+    lmlab                           HF Llama
+    embed.weight                    model.embed_tokens.weight
+    blocks.{i}.attn_norm.weight     model.layers.{i}.input_layernorm.weight
+    blocks.{i}.attn.wqkv.weight     model.layers.{i}.self_attn.{q,k,v}_proj.weight (row blocks)
+    blocks.{i}.attn.wo.weight       model.layers.{i}.self_attn.o_proj.weight
+    blocks.{i}.ffn_norm.weight      model.layers.{i}.post_attention_layernorm.weight
+    blocks.{i}.ffn.w13.weight       model.layers.{i}.mlp.{gate,up}_proj.weight (row blocks)
+    blocks.{i}.ffn.w2.weight        model.layers.{i}.mlp.down_proj.weight
+    norm.weight                     model.norm.weight
+    lm_head.weight                  lm_head.weight (absent when the embeddings are tied)
+
+MoE layers (stacked experts `w13 [E, d, 2h]`, `w2 [E, h, d]`, router `router.weight [E, d]`):
+
+    lmlab                           Mixtral                                Qwen2-MoE
+    blocks.{i}.ffn.router.weight    block_sparse_moe.gate.weight           mlp.gate.weight
+    ffn.w13[e][:, :h].T             block_sparse_moe.experts.{e}.w1        mlp.experts.{e}.gate_proj
+    ffn.w13[e][:, h:].T             block_sparse_moe.experts.{e}.w3        mlp.experts.{e}.up_proj
+    ffn.w2[e].T                     block_sparse_moe.experts.{e}.w2        mlp.experts.{e}.down_proj
+    ffn.shared.w13 / w2             -                                      mlp.shared_expert.*
+
+Both HF formats route like lmlab's softmax router (top-k of the softmax, Mixtral always
+renormalising the chosen weights). Qwen2-MoE multiplies its shared expert by
+sigmoid(shared_expert_gate(x)); lmlab's shared experts are always on, so the export writes a zero
+gate (sigmoid = 1/2) and doubles the shared down projection, and Qwen2's q/k/v biases are zero.
+What no format can hold is refused: sigmoid (DeepSeek-V3) routing, and a non-zero
+auxiliary-loss-free selection bias (it changes which experts are chosen).
+
+Both apply RoPE in the rotate-half convention (HF's conversion script already permuted Meta's
+interleaved q/k rows into it), so no permutation is needed. An export folder holds config.json,
+generation_config.json, model.safetensors and the tokenizer (tokenizer.json plus a
+tokenizer_config.json with the chat template), which is what `transformers`, vLLM and
+lm-evaluation-harness load. `transformers` itself is not needed here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from lmlab.config import ModelConfig, MoEConfig, RunConfig
+from lmlab.data.tokenizer import ASSISTANT, BOS, END, PAD, Tokenizer
+from lmlab.model.transformer import Transformer
+
+
+class HFFormatError(ValueError):
+    """A checkpoint that cannot be converted (the message says why)."""
+
+
+# Jinja version of `Tokenizer.encode_chat`: <|bos|> then <|role|> content <|end|> per message.
+CHAT_TEMPLATE = (
+    BOS + "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}" + END + "{% endfor %}"
+    "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
+)
+
+
+def _split(cfg: ModelConfig) -> tuple[list[int], list[int]]:
+    hd = cfg.head_dim
+    return [cfg.n_head * hd, cfg.kv_heads * hd, cfg.kv_heads * hd], [cfg.ffn_dim, cfg.ffn_dim]
+
+
+def hf_format(cfg: ModelConfig) -> str:
+    """The HF format that holds this model: llama, mixtral or qwen2_moe."""
+    m = cfg.moe
+    if not m.n_experts:
+        return "llama"
+    if m.score != "softmax":
+        raise HFFormatError("sigmoid routing has no Hugging Face format with Llama attention")
+    if m.n_shared == 0 and m.every == 1 and m.renormalize:
+        return "mixtral"
+    return "qwen2_moe"
+
+
+def _moe_to_hf(sd: dict[str, Tensor], b: str, h: str, fmt: str, cfg: ModelConfig) -> dict:
+    if sd[b + "ffn.expert_bias"].abs().max() > 0:
+        raise HFFormatError(
+            "the auxiliary-loss-free selection bias is non-zero; no HF format holds it"
+        )
+    hd = cfg.expert_dim
+    w13, w2 = sd[b + "ffn.w13"], sd[b + "ffn.w2"]
+    names = ("w1", "w3", "w2") if fmt == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+    root = h + ("block_sparse_moe." if fmt == "mixtral" else "mlp.")
+    out = {root + "gate.weight": sd[b + "ffn.router.weight"]}
+    for e in range(cfg.moe.n_experts):
+        x = f"{root}experts.{e}."
+        out |= {
+            x + f"{names[0]}.weight": w13[e][:, :hd].T,
+            x + f"{names[1]}.weight": w13[e][:, hd:].T,
+            x + f"{names[2]}.weight": w2[e].T,
+        }
+    if cfg.moe.n_shared:
+        gate, up = sd[b + "ffn.shared.w13.weight"].chunk(2)
+        out |= {
+            root + "shared_expert.gate_proj.weight": gate,
+            root + "shared_expert.up_proj.weight": up,
+            # sigmoid(0) = 1/2 halves the shared expert: double it back.
+            root + "shared_expert.down_proj.weight": 2 * sd[b + "ffn.shared.w2.weight"],
+            root + "shared_expert_gate.weight": torch.zeros(1, cfg.d_model),
+        }
+    return out
+
+
+def to_hf_state_dict(model: Transformer) -> dict[str, Tensor]:
+    """The model's weights under HF names (q/k/v and gate/up split apart; experts unstacked)."""
+    cfg = model.cfg
+    fmt = hf_format(cfg)
+    qkv, ffn = _split(cfg)
+    sd = model.state_dict()
+    out = {"model.embed_tokens.weight": sd["embed.weight"], "model.norm.weight": sd["norm.weight"]}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = sd["lm_head.weight"]
+    for i in range(cfg.n_layer):
+        b, h = f"blocks.{i}.", f"model.layers.{i}."
+        q, k, v = sd[b + "attn.wqkv.weight"].split(qkv)
+        out |= {
+            h + "input_layernorm.weight": sd[b + "attn_norm.weight"],
+            h + "self_attn.q_proj.weight": q,
+            h + "self_attn.k_proj.weight": k,
+            h + "self_attn.v_proj.weight": v,
+            h + "self_attn.o_proj.weight": sd[b + "attn.wo.weight"],
+            h + "post_attention_layernorm.weight": sd[b + "ffn_norm.weight"],
+        }
+        if fmt == "qwen2_moe":
+            for name, t in zip("qkv", (q, k, v), strict=True):
+                out[h + f"self_attn.{name}_proj.bias"] = torch.zeros(t.shape[0])
+        if cfg.moe.is_moe_layer(i):
+            out |= _moe_to_hf(sd, b, h, fmt, cfg)
+        else:
+            gate, up = sd[b + "ffn.w13.weight"].split(ffn)
+            out |= {
+                h + "mlp.gate_proj.weight": gate,
+                h + "mlp.up_proj.weight": up,
+                h + "mlp.down_proj.weight": sd[b + "ffn.w2.weight"],
+            }
+    return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+
+def from_hf_state_dict(cfg: ModelConfig, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """HF Llama / Mixtral / Qwen2-MoE weights renamed and fused into lmlab's state dict."""
+    fmt = hf_format(cfg)
+
+    def get(name: str) -> Tensor:
+        if name not in sd:
+            raise HFFormatError(f"checkpoint lacks tensor {name}")
+        return sd[name].float()
+
+    out = {
+        "embed.weight": get("model.embed_tokens.weight"),
+        "norm.weight": get("model.norm.weight"),
+    }
+    out["lm_head.weight"] = out["embed.weight"] if cfg.tie_embeddings else get("lm_head.weight")
+    for i in range(cfg.n_layer):
+        b, h = f"blocks.{i}.", f"model.layers.{i}."
+        attn = [get(h + f"self_attn.{p}_proj.weight") for p in "qkv"]
+        if fmt == "qwen2_moe" and any(
+            get(h + f"self_attn.{p}_proj.bias").abs().max() > 0 for p in "qkv"
+        ):
+            raise HFFormatError("q/k/v projection biases are not supported (must be zero)")
+        out |= {
+            b + "attn_norm.weight": get(h + "input_layernorm.weight"),
+            b + "attn.wqkv.weight": torch.cat(attn),
+            b + "attn.wo.weight": get(h + "self_attn.o_proj.weight"),
+            b + "ffn_norm.weight": get(h + "post_attention_layernorm.weight"),
+        }
+        if cfg.moe.is_moe_layer(i):
+            out |= _moe_from_hf(get, b, h, fmt, cfg)
+        else:
+            mlp = [get(h + f"mlp.{p}_proj.weight") for p in ("gate", "up")]
+            out |= {
+                b + "ffn.w13.weight": torch.cat(mlp),
+                b + "ffn.w2.weight": get(h + "mlp.down_proj.weight"),
+            }
+    return out
+
+
+def _moe_from_hf(get: Any, b: str, h: str, fmt: str, cfg: ModelConfig) -> dict[str, Tensor]:
+    names = ("w1", "w3", "w2") if fmt == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+    root = h + ("block_sparse_moe." if fmt == "mixtral" else "mlp.")
+    experts = range(cfg.moe.n_experts)
+    w13 = torch.stack(
+        [
+            torch.cat(
+                [
+                    get(f"{root}experts.{e}.{names[0]}.weight"),
+                    get(f"{root}experts.{e}.{names[1]}.weight"),
+                ]
+            ).T
+            for e in experts
+        ]
+    )
+    w2 = torch.stack([get(f"{root}experts.{e}.{names[2]}.weight").T for e in experts])
+    out = {
+        b + "ffn.router.weight": get(root + "gate.weight"),
+        b + "ffn.w13": w13,
+        b + "ffn.w2": w2,
+        b + "ffn.expert_bias": torch.zeros(cfg.moe.n_experts),
+    }
+    if cfg.moe.n_shared:
+        if get(root + "shared_expert_gate.weight").abs().max() > 0:
+            raise HFFormatError("a learned shared-expert gate is not supported (must be zero)")
+        out |= {
+            b + "ffn.shared.w13.weight": torch.cat(
+                [
+                    get(root + "shared_expert.gate_proj.weight"),
+                    get(root + "shared_expert.up_proj.weight"),
+                ]
+            ),
+            b + "ffn.shared.w2.weight": get(root + "shared_expert.down_proj.weight") / 2,
+        }
+    return out
+
+
+ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+}
+
+
+def hf_config(cfg: ModelConfig, tok: Tokenizer | None = None) -> dict[str, Any]:
+    """config.json of the HF model class with this shape (Llama, Mixtral or Qwen2-MoE)."""
+    fmt = hf_format(cfg)
+    m = cfg.moe
+    extra: dict[str, Any] = {}
+    if fmt == "mixtral":
+        extra = {
+            "intermediate_size": cfg.expert_dim,
+            "num_local_experts": m.n_experts,
+            "num_experts_per_tok": m.top_k,
+            "router_aux_loss_coef": m.aux_loss,
+            "output_router_logits": False,
+            "sliding_window": None,
+        }
+    elif fmt == "qwen2_moe":
+        extra = {
+            "moe_intermediate_size": cfg.expert_dim,
+            "num_experts": m.n_experts,
+            "num_experts_per_tok": m.top_k,
+            "decoder_sparse_step": m.every,
+            "shared_expert_intermediate_size": m.n_shared * cfg.expert_dim,
+            "norm_topk_prob": m.renormalize,
+            "mlp_only_layers": [],
+            "router_aux_loss_coef": m.aux_loss,
+            "output_router_logits": False,
+            "use_sliding_window": False,
+            "sliding_window": None,
+        }
+    return {
+        "architectures": [ARCHITECTURES[fmt]],
+        "model_type": fmt,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.context_length,
+        "rms_norm_eps": cfg.norm_eps,
+        "initializer_range": cfg.init_std,
+        # transformers >= 5 reads rope_parameters; older versions read rope_theta.
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "bos_token_id": tok.bos_id if tok else None,
+        "eos_token_id": tok.end_id if tok else None,
+        "pad_token_id": tok.pad_id if tok else None,
+        "torch_dtype": "float32",
+    } | extra
+
+
+def export_hf(model: Transformer, tok: Tokenizer, out: Path) -> Path:
+    """Write `model` and `tok` as a Hugging Face Llama folder `out` (new or empty)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HFFormatError(f"{out} exists and is not an empty directory; choose another --out")
+    weights = to_hf_state_dict(model)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    cfg = model.cfg
+    (out / "config.json").write_text(json.dumps(hf_config(cfg, tok), indent=2) + "\n")
+    gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.end_id, "pad_token_id": tok.pad_id}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    tok.save(out / "tokenizer.json")
+    tok_cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS,
+        "eos_token": END,
+        "pad_token": PAD,
+        "model_max_length": cfg.context_length,
+        "add_bos_token": False,
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise HFFormatError(f"cannot read {path}: {e}") from None
+
+
+def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
+    """lmlab ModelConfig of a Llama config.json, or HFFormatError naming what differs."""
+    fmt = hf.get("model_type")
+    if fmt not in ARCHITECTURES:
+        raise HFFormatError(
+            f"model_type {fmt!r} is not supported (need {', '.join(ARCHITECTURES)})"
+        )
+    if hf.get("sliding_window") and (fmt != "qwen2_moe" or hf.get("use_sliding_window")):
+        raise HFFormatError("sliding-window attention is not supported")
+    if hf.get("mlp_only_layers"):
+        raise HFFormatError("mlp_only_layers is not supported")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise HFFormatError(f"RoPE scaling {rope.get('rope_type')!r} is not supported")
+    if hf.get("hidden_act", "silu") != "silu" or hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise HFFormatError("only silu MLPs without biases are supported")
+    d, n_head = hf["hidden_size"], hf["num_attention_heads"]
+    if hf.get("head_dim") not in (None, d // n_head):
+        raise HFFormatError(f"head_dim {hf['head_dim']} != hidden_size / heads {d // n_head}")
+    cfg = ModelConfig(
+        vocab_size=hf["vocab_size"],
+        context_length=hf.get("max_position_embeddings", 2048),
+        n_layer=hf["num_hidden_layers"],
+        n_head=n_head,
+        n_kv_head=hf.get("num_key_value_heads") or n_head,
+        d_model=d,
+        d_ff=hf["intermediate_size"],
+        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        init_std=hf.get("initializer_range", 0.02),
+    )
+    if fmt == "mixtral":
+        cfg.moe = MoEConfig(
+            n_experts=hf["num_local_experts"],
+            top_k=hf["num_experts_per_tok"],
+            d_expert=hf["intermediate_size"],
+        )
+    elif fmt == "qwen2_moe":
+        cfg.d_ff = hf["intermediate_size"]
+        d_expert = hf["moe_intermediate_size"]
+        shared = hf.get("shared_expert_intermediate_size") or 0
+        if shared % d_expert:
+            raise HFFormatError("shared expert size must be a multiple of the expert size")
+        cfg.moe = MoEConfig(
+            n_experts=hf["num_experts"],
+            top_k=hf["num_experts_per_tok"],
+            d_expert=d_expert,
+            n_shared=shared // d_expert,
+            every=hf.get("decoder_sparse_step", 1),
+            renormalize=bool(hf.get("norm_topk_prob", False)),
+        )
+    cfg.validate()
+    return cfg
+
+
+def load_hf(src: Path) -> Transformer:
+    """An lmlab Transformer (float32, eval mode) from a local HF Llama folder."""
+    src = Path(src)
+    if not (src / "config.json").is_file():
+        raise HFFormatError(f"{src} is not a Hugging Face checkpoint (no config.json)")
+    cfg = model_config_from_hf(_read_json(src / "config.json"))
+    index = src / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(_read_json(index)["weight_map"].values()))
+    elif (src / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise HFFormatError(f"{src} holds no model.safetensors (pytorch .bin is not supported)")
+    sd: dict[str, Tensor] = {}
+    for f in files:
+        sd |= load_file(str(src / f))
+    model = Transformer(cfg)
+    model.load_state_dict(from_hf_state_dict(cfg, sd))
+    return model.eval()
+
+
+def import_hf(src: Path, out: Path) -> Path:
+    """Turn a local HF Llama folder into an lmlab run directory `out` (checkpoint at step 0).
+
+    The folder's tokenizer.json must reserve lmlab's chat tokens at ids 0..5 (every lmlab export
+    does); other vocabularies are refused, since the chat template and the engine rely on them.
+    """
+    from lmlab.train.checkpoint import save_checkpoint
+    from lmlab.train.pretrain import check_new_run_dir
+
+    src, out = Path(src), Path(out)
+    check_new_run_dir(out)
+    if not (src / "config.json").is_file():
+        raise HFFormatError(f"{src} is not a Hugging Face checkpoint (no config.json)")
+    if not (src / "tokenizer.json").is_file():
+        raise HFFormatError(f"{src} has no tokenizer.json")
+    try:
+        tok = Tokenizer.load(src / "tokenizer.json")
+    except Exception as e:  # tokenizers raises bare Exceptions for malformed files
+        raise HFFormatError(f"cannot use {src / 'tokenizer.json'}: {e}") from None
+    model = load_hf(src)
+    out.mkdir(parents=True, exist_ok=True)
+    RunConfig(model=model.cfg).save(out / "config.json")
+    tok.save(out / "tokenizer.json")
+    save_checkpoint(out, model, None, {"step": 0, "tokens": 0, "imported_from": str(src)})
+    return out

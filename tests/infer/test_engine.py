@@ -1,0 +1,323 @@
+"""Tests for lmlab.infer.engine: cache exactness, continuous batching, sampling, stops, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lmlab.cli import main
+from lmlab.data.tokenizer import Tokenizer, byte_tokenizer, char_tokenizer
+from lmlab.infer import Completion, Engine, GenerationError, SamplingParams
+from lmlab.infer.engine import sample_tokens
+from lmlab.model.transformer import Transformer
+from tests.conftest import CORPUS_TEXT, tiny_model_config
+
+# Cached decode vs a full forward in float32: same math, different summation order.
+ATOL = 2e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny matmuls run ~100x slower with 2 threads on a CPU shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+PROMPTS = ["def f1(x):\n", "#", "    return x * 3 + ", "the quick brown fox jumps"]
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    # Byte-level: every output decodes prefix-stably (a random model also emits odd bytes).
+    return byte_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok: Tokenizer) -> Transformer:
+    # A larger init than training uses makes the random model's next-token distribution peaked,
+    # so greedy outputs vary and ties (which float noise could flip) do not occur.
+    torch.manual_seed(0)
+    cfg = tiny_model_config(
+        vocab_size=-(-tok.vocab_size // 64) * 64, n_kv_head=2, init_std=0.3, context_length=96
+    )
+    return Transformer(cfg).eval()
+
+
+@pytest.fixture
+def engine(model: Transformer, tok: Tokenizer) -> Engine:
+    return Engine(model, tok, max_batch=8)
+
+
+def greedy(new: int, **kw: Any) -> SamplingParams:
+    return SamplingParams(max_new_tokens=new, temperature=0.0, ignore_eos=True, **kw)
+
+
+def full_logits(model: Transformer, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids]))[0].float()
+
+
+def test_cached_decode_matches_full_forward(engine: Engine, model: Transformer) -> None:
+    """Every logit row the engine samples from equals a full uncached forward (atol 2e-5),
+    for ragged prompts, n>1 siblings and a request that joins mid-way."""
+    seen: list[tuple[Any, int, torch.Tensor]] = []
+    advance = engine._advance
+
+    def spy(rows: Any, logits: torch.Tensor, seqs: list[Any], done: list[Any]) -> None:
+        for j, s in enumerate(seqs):
+            if s is not None:
+                seen.append((s, len(s.token_ids), logits[j].clone()))
+        advance(rows, logits, seqs, done)
+
+    engine._advance = spy  # type: ignore[method-assign]
+    reqs = [engine.add_request(p, greedy(12 + 3 * i)) for i, p in enumerate(PROMPTS[:3])]
+    reqs.append(engine.add_request(PROMPTS[3], SamplingParams(max_new_tokens=9, n=3, seed=1)))
+    for _ in range(4):
+        engine.step()
+    reqs.append(engine.add_request("late", greedy(10)))
+    while engine.has_work():
+        engine.step()
+    assert len(seen) == sum(len(s.token_ids) for r in reqs for s in r.seqs)
+    seqs = {id(s): s for s, _, _ in seen}
+    refs = {k: full_logits(model, s.request.prompt + s.token_ids) for k, s in seqs.items()}
+    for s, k, row in seen:
+        ref = refs[id(s)][len(s.request.prompt) - 1 + k]
+        torch.testing.assert_close(row, ref, rtol=0, atol=ATOL)
+
+
+def test_midway_join_gets_its_solo_tokens(
+    engine: Engine, model: Transformer, tok: Tokenizer
+) -> None:
+    solo = Engine(model, tok, max_batch=8)
+    alone_a = solo.generate([PROMPTS[0]], greedy(40))[0][0].token_ids
+    alone_b = solo.generate([PROMPTS[2]], greedy(20))[0][0].token_ids
+    a = engine.add_request(PROMPTS[0], greedy(40))
+    for _ in range(11):
+        engine.step()
+    assert len(a.seqs[0].token_ids) == 11
+    b = engine.add_request(PROMPTS[2], greedy(20))
+    while not (a.finished and b.finished):
+        engine.step()
+    assert b.completions(tok)[0].token_ids == alone_b
+    assert a.completions(tok)[0].token_ids == alone_a
+    assert len(set(alone_a)) > 3  # the model does not just repeat one token
+
+
+def test_batched_greedy_equals_one_by_one(engine: Engine) -> None:
+    batched = engine.generate(PROMPTS, greedy(16))
+    for p, outs in zip(PROMPTS, batched, strict=True):
+        assert outs[0].token_ids == engine.generate([p], greedy(16))[0][0].token_ids
+        assert outs[0].finish_reason == "length" and len(outs[0].token_ids) == 16
+
+
+def test_finished_rows_free_their_slots(model: Transformer, tok: Tokenizer) -> None:
+    eng = Engine(model, tok, max_batch=2)
+    outs = eng.generate(PROMPTS, greedy(5))  # 4 requests through 2 slots
+    assert [len(o[0].token_ids) for o in outs] == [5] * 4
+    assert eng.slots == [None, None] and not eng.has_work()
+    short = eng.add_request("a", greedy(2))
+    long = eng.add_request("b", greedy(8))
+    third = eng.add_request("c", greedy(3))
+    eng.step()  # prefill of the two that fit
+    assert third.seqs[0].slot == -1
+    eng.step()  # `short` finishes; its slot is free at once and `third` joins in the same step
+    assert short.finished and third.seqs[0].slot == short.seqs[0].slot
+    while eng.has_work():
+        eng.step()
+    assert long.finished and third.finished
+
+
+def test_same_seed_same_samples(engine: Engine, model: Transformer, tok: Tokenizer) -> None:
+    p = SamplingParams(max_new_tokens=20, temperature=0.9, top_k=20, top_p=0.9, seed=7, n=2)
+    first = engine.generate(PROMPTS[:2], p)
+    assert engine.generate(PROMPTS[:2], p) == first
+    # A sample depends on its seed only, not on what else is in the batch.
+    alone = Engine(model, tok).generate([PROMPTS[1]], p)
+    assert alone[0] == first[1]
+    other = engine.generate(PROMPTS[:2], SamplingParams(**{**p.__dict__, "seed": 8}))
+    assert other != first
+
+
+def test_n_samples_share_a_prompt(engine: Engine) -> None:
+    outs = engine.generate(["def "], SamplingParams(max_new_tokens=12, n=5, seed=0))[0]
+    assert len(outs) == 5
+    assert all(isinstance(o, Completion) and o.prompt_tokens == 5 for o in outs)
+    assert len({tuple(o.token_ids) for o in outs}) > 1
+    greedy_outs = engine.generate(["def "], greedy(12, n=3))[0]
+    solo = engine.generate(["def "], greedy(12))[0][0]
+    assert all(o.token_ids == solo.token_ids for o in greedy_outs)
+
+
+def test_stop_strings_straddling_tokens(engine: Engine, tok: Tokenizer) -> None:
+    full = engine.generate([PROMPTS[0]], greedy(30))[0][0]
+    # three one-byte characters = three tokens of the byte tokenizer, after the first few
+    start = next(i for i in range(4, 27) if len(tok.encode(full.text[i : i + 3])) == 3)
+    stop = full.text[start : start + 3]
+    cut = full.text.index(stop)
+    out = engine.generate([PROMPTS[0]], greedy(30, stop=["never-there", stop]))[0][0]
+    assert out.text == full.text[:cut] and out.finish_reason == "stop"
+    # token_ids keep everything up to the token that completed the stop string
+    k = next(k for k in range(31) if stop in tok.decode(full.token_ids[:k]))
+    assert out.token_ids == full.token_ids[:k]
+    assert stop not in tok.decode(full.token_ids[: k - 1])  # it straddled tokens k-3..k-1
+    pieces = list(engine.stream(PROMPTS[0], greedy(30, stop=[stop])))
+    assert "".join(pieces) == out.text
+
+
+def test_stop_token_ids_and_eos(engine: Engine, tok: Tokenizer) -> None:
+    full = engine.generate([PROMPTS[2]], greedy(20))[0][0]
+    t = full.token_ids[4]
+    k = full.token_ids.index(t)
+    out = engine.generate([PROMPTS[2]], greedy(20, stop_token_ids=[t], logprobs=True))[0][0]
+    assert out.finish_reason == "stop" and out.token_ids == full.token_ids[: k + 1]
+    assert out.text == tok.decode(full.token_ids[:k])  # the stop token is not in the text
+    assert out.logprobs is not None and len(out.logprobs) == k + 1
+    assert engine.add_request("x", SamplingParams()).stop_ids == {tok.end_id}
+    assert engine.add_request("x", SamplingParams(ignore_eos=True)).stop_ids == set()
+
+
+def test_logprobs_sum_to_sequence_loglik(engine: Engine, model: Transformer) -> None:
+    p = SamplingParams(max_new_tokens=15, temperature=0.8, top_p=0.9, seed=3, logprobs=True)
+    out = engine.generate([PROMPTS[1]], p)[0][0]
+    prompt = engine.encode_prompt(PROMPTS[1])
+    logp = full_logits(model, prompt + out.token_ids).log_softmax(-1)
+    ref = logp[len(prompt) - 1 : -1].gather(-1, torch.tensor(out.token_ids)[:, None])[:, 0]
+    assert out.logprobs is not None
+    torch.testing.assert_close(torch.tensor(out.logprobs), ref, rtol=0, atol=1e-4)
+    assert abs(sum(out.logprobs) - float(ref.sum())) < 1e-3
+
+
+def test_sampler_distribution_and_filters() -> None:
+    """The hashed Gumbel-max draws follow softmax(logits / T), restricted by the filters."""
+    n, V = 40000, 6
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]]).expand(n, V)
+    keys = torch.arange(n) * 7919 % 2**31
+    zeros = torch.zeros(n, dtype=torch.long)
+
+    def draw(
+        t: float = 1.0, k: int = V, p: float = 1.0, m: float = 0.0, step: int = 0
+    ) -> torch.Tensor:
+        full = torch.full((n,), 1.0)
+        return sample_tokens(
+            logits, full * t, torch.full((n,), k), full * p, full * m, keys, zeros + step
+        )
+
+    def freq(x: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(x, minlength=V).float() / n
+
+    probs = (logits[0] / 0.7).softmax(-1)
+    torch.testing.assert_close(freq(draw(t=0.7)), probs, rtol=0, atol=0.01)
+    top3 = logits[0, :3].softmax(-1)
+    torch.testing.assert_close(freq(draw(k=3))[:3], top3, rtol=0, atol=0.01)
+    assert freq(draw(k=3))[3:].sum() == 0
+    base = logits[0].softmax(-1)  # 0.561, 0.206, 0.125, 0.076, ...
+    assert set(draw(p=0.75).tolist()) == {0, 1}  # 0.561 < 0.75 <= 0.767
+    nucleus = freq(draw(p=0.8))
+    torch.testing.assert_close(nucleus[:3], base[:3] / base[:3].sum(), rtol=0, atol=0.01)
+    assert nucleus[3:].sum() == 0
+    assert set(draw(m=0.2).tolist()) == {0, 1, 2}  # 0.125 / 0.561 > 0.2 > 0.076 / 0.561
+    assert base[2] / base[0] > 0.2 > base[3] / base[0]
+    assert set(draw(t=0.0).tolist()) == {0}
+    assert torch.equal(draw(step=1), draw(step=1))
+    assert (draw(step=1) != draw(step=2)).float().mean() > 0.3  # fresh noise at every step
+
+
+def test_stream_pieces_join_to_the_completion(engine: Engine) -> None:
+    p = SamplingParams(max_new_tokens=25, temperature=1.0, seed=5)
+    pieces = list(engine.stream(PROMPTS[3], p))
+    assert len(pieces) > 1
+    assert "".join(pieces) == engine.generate([PROMPTS[3]], p)[0][0].text
+
+
+def test_stream_holds_back_byte_fallback_runs() -> None:
+    """A char tokenizer decodes a run of <0xHH> tokens as a whole (or as one U+FFFD per byte
+    when the run is not valid UTF-8), so a later byte can change earlier text: the stream must
+    wait for the run to end."""
+    tok = char_tokenizer([CORPUS_TEXT])
+    torch.manual_seed(0)
+    cfg = tiny_model_config(vocab_size=-(-tok.vocab_size // 64) * 64, init_std=0.3)
+    eng = Engine(Transformer(cfg).eval(), tok)
+    for seed in range(3):
+        p = SamplingParams(max_new_tokens=30, seed=seed, stop=["e"])
+        final = eng.generate(["x"], p)[0][0]
+        assert "".join(eng.stream("x", p)) == final.text
+    ids = eng.generate(["x"], SamplingParams(max_new_tokens=30, seed=0))[0][0].token_ids
+    assert sum(t in eng._byte_ids for t in ids) > 3  # the case is exercised
+
+
+def test_chat_uses_the_template(engine: Engine, tok: Tokenizer) -> None:
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    out = engine.chat(msgs, greedy(6))  # type: ignore[arg-type]
+    ids, _ = tok.encode_chat(msgs, add_generation_prompt=True)  # type: ignore[arg-type]
+    assert out.prompt_tokens == len(ids)
+    assert out.token_ids == engine.generate([ids], greedy(6))[0][0].token_ids
+
+
+def test_from_checkpoint(tiny_run: Path) -> None:
+    eng = Engine.from_checkpoint(tiny_run)
+    out = eng.generate(["def "], SamplingParams(max_new_tokens=4, seed=0))[0][0]
+    assert len(out.token_ids) <= 4 and out.prompt_tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("prompts", "params", "match"),
+    [
+        ([], SamplingParams(), "no prompts"),
+        (["a"], SamplingParams(n=0), "n must be >= 1"),
+        (["a"], SamplingParams(n=9), "max_batch"),
+        (["a"], SamplingParams(top_p=0.0), "top_p"),
+        (["a"], SamplingParams(top_p=1.5), "top_p"),
+        (["a"], SamplingParams(temperature=-0.5), "temperature"),
+        (["a"], SamplingParams(top_k=0), "top_k"),
+        (["a"], SamplingParams(min_p=2.0), "min_p"),
+        (["a"], SamplingParams(max_new_tokens=0), "max_new_tokens"),
+        (["a"], SamplingParams(stop=5), "stop must be"),  # type: ignore[arg-type]
+        (["a"], SamplingParams(stop=[1]), "stop must be"),  # type: ignore[list-item]
+        (["a"], SamplingParams(stop=[""]), "stop must be"),
+        (["a"], SamplingParams(stop_token_ids=[10**6]), "stop_token_ids"),
+        ([[]], SamplingParams(), "empty"),
+        ([[1, 10**6]], SamplingParams(), "outside the vocabulary"),
+        ([3.5], SamplingParams(), "string or a list"),
+        (["a" * 90], SamplingParams(max_new_tokens=10), "exceeds the context length 96"),
+    ],
+)
+def test_bad_inputs(engine: Engine, prompts: Any, params: SamplingParams, match: str) -> None:
+    with pytest.raises(GenerationError, match=match) as err:
+        engine.generate(prompts, params)
+    assert "\n" not in str(err.value)
+    assert not engine.has_work()  # nothing was queued
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not an lmlab run"):
+        Engine.from_checkpoint(tmp_path)
+
+
+def test_cli_generate_and_sample(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--prompt", "def ", "--max-new-tokens", "5", "--seed", "1"]
+    assert main(["generate", str(tiny_run), *args, "--n", "2", "--top-p", "0.9"]) == 0
+    assert capsys.readouterr().out.count("def ") >= 2
+    assert main(["sample", str(tiny_run), *args]) == 0
+    assert main(["generate", str(tiny_run), "--top-p", "0"]) == 2
+    assert "error: top_p must be in (0, 1]" in capsys.readouterr().err
+    assert main(["generate", str(tiny_run.parent)]) == 2
+
+
+def test_cli_chat(tiny_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\nagain\n"))
+    assert main(["chat", str(tiny_run), "--max-new-tokens", "4", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("assistant>") == 2
+    # Turns that no longer fit the 64-token context are dropped, oldest first.
+    monkeypatch.setattr("sys.stdin", io.StringIO(("x" * 30 + "\n") * 3))
+    args = ["chat", str(tiny_run), "--max-new-tokens", "20", "--system", "hi"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("assistant>") == 3
