@@ -11,6 +11,7 @@ Sources (`--corpus`):
   file; a single-file corpus holds out its last `val_fraction` of characters (as nanoGPT does).
 - a `.jsonl` file: one document per line, from the `text_field` of each JSON object.
 - `hf:NAME[:SPLIT]`: a Hugging Face dataset already present in the local cache (never downloads).
+- `world` or `world:OPTIONS`: generated task-world documents (see `lmlab.data.world`).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _hash_fraction(key: str) -> float:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
 
 
-def _split_docs(name: str, keys: list[str], docs: list[str], val_fraction: float) -> Corpus:
+def split_docs(name: str, keys: list[str], docs: list[str], val_fraction: float) -> Corpus:
     """Hold out the documents whose key hashes below `val_fraction` (at least one)."""
     docs_keys = [(k, d) for k, d in zip(keys, docs, strict=True) if d]
     if not docs_keys:
@@ -117,7 +118,7 @@ def python_stdlib(val_fraction: float = 0.02) -> Corpus:
             docs.append(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, OSError):
             docs.append("")  # a handful of stdlib files are deliberately undecodable
-    return _split_docs("python-stdlib", keys, docs, 0.02)
+    return split_docs("python-stdlib", keys, docs, 0.02)
 
 
 def _jsonl(path: Path, text_field: str) -> list[str]:
@@ -188,16 +189,21 @@ def load_corpus(spec: str, val_fraction: float = 0.02, text_field: str = "text")
     """Load the corpus named or pointed to by `spec` (see the module docstring)."""
     if not 0 < val_fraction < 1:
         raise CorpusError(f"val fraction must be in (0, 1), got {val_fraction}")
+    # the task world registers `world` on import; imported here because it imports this module
+    from lmlab.data import world
+
     if spec in SOURCES:
         return SOURCES[spec](val_fraction)
+    if spec.startswith("world:"):
+        return world.world_source(spec.removeprefix("world:"))(val_fraction)
     if spec.startswith("hf:"):
         docs = _hf_dataset(spec, text_field)
-        return _split_docs(spec, [str(i) for i in range(len(docs))], docs, val_fraction)
+        return split_docs(spec, [str(i) for i in range(len(docs))], docs, val_fraction)
     files = _files(spec)
     if not files:
         raise CorpusError(f"corpus {spec!r} matches no text files")
     if len(files) == 1 and files[0].suffix == ".jsonl":
         docs = _jsonl(files[0], text_field)
-        return _split_docs(spec, [str(i) for i in range(len(docs))], docs, val_fraction)
+        return split_docs(spec, [str(i) for i in range(len(docs))], docs, val_fraction)
     docs = [_read_text(p) for p in files]
-    return _split_docs(spec, [p.as_posix() for p in files], docs, val_fraction)
+    return split_docs(spec, [p.as_posix() for p in files], docs, val_fraction)

@@ -1,0 +1,130 @@
+"""`arith`: n-digit addition, subtraction and multiplication with digit-by-digit traces.
+
+Addition and subtraction traces go right to left, one line per digit with its carry (or borrow)
+and the answer built so far, so the final answer is copied rather than reassembled; the
+multiplication trace lists the partial products (one per digit of the second factor) and then
+adds them up one at a time.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from lmlab.data.world.base import (
+    ANSWER_PREFIX,
+    Family,
+    Knob,
+    Problem,
+    Split,
+    normalize_int,
+    phrase,
+)
+
+OPS = {"add": "+", "sub": "-", "mul": "*"}
+
+TEMPLATES = [
+    "What is {a} {op} {b}?",
+    "Compute {a} {op} {b}.",
+    "Calculate {a} {op} {b}.",
+    "{a} {op} {b} = ?",
+    "Find the value of {a} {op} {b}.",
+    "Work out {a} {op} {b}.",
+    "What do you get for {a} {op} {b}?",
+    "What does {a} {op} {b} equal?",
+]
+
+
+def _operand(rng: random.Random, digits: int) -> int:
+    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+
+def add_lines(a: int, b: int) -> list[str]:
+    """Column addition of two non-negative integers, least significant digit first."""
+    xs, ys = str(a)[::-1], str(b)[::-1]
+    lines, carry, so_far = [], 0, ""
+    for i in range(max(len(xs), len(ys))):
+        x = int(xs[i]) if i < len(xs) else 0
+        y = int(ys[i]) if i < len(ys) else 0
+        s = x + y + carry
+        so_far = str(s % 10) + so_far
+        lines.append(f"{x} + {y} + {carry} = {s}, write {s % 10} carry {s // 10}, so far {so_far}")
+        carry = s // 10
+    if carry:
+        lines.append(f"bring down the carry {carry}, so far {carry}{so_far}")
+    return lines
+
+
+def sub_lines(a: int, b: int) -> list[str]:
+    """Column subtraction a - b of non-negative integers with a >= b, with borrows."""
+    xs, ys = str(a)[::-1], str(b)[::-1]
+    lines, borrow, so_far = [], 0, ""
+    for i in range(len(xs)):
+        x = int(xs[i])
+        y = int(ys[i]) if i < len(ys) else 0
+        d = x - y - borrow
+        if d < 0:
+            lines.append(
+                f"{x} + 10 - {y} - {borrow} = {d + 10}, write {d + 10} borrow 1, "
+                f"so far {d + 10}{so_far}"
+            )
+            so_far, borrow = str(d + 10) + so_far, 1
+        else:
+            lines.append(f"{x} - {y} - {borrow} = {d}, write {d} borrow 0, so far {d}{so_far}")
+            so_far, borrow = str(d) + so_far, 0
+    return lines
+
+
+def mul_lines(a: int, b: int) -> list[str]:
+    """Long multiplication: one partial product per digit of b, then their running sum."""
+    partials = []
+    lines = []
+    for i, digit in enumerate(str(b)[::-1]):
+        place = int(digit) * 10**i
+        partials.append(a * place)
+        lines.append(f"{a} * {place} = {a * place}")
+    total = partials[0]
+    for p in partials[1:]:
+        lines.append(f"{total} + {p} = {total + p}")
+        total += p
+    return lines
+
+
+def trace(a: int, b: int, op: str) -> tuple[str, int]:
+    """The worked solution (ending in the answer line) and the result of `a op b`."""
+    if op == "add":
+        result, lines = a + b, ["Add the digits from right to left.", *add_lines(a, b)]
+    elif op == "sub":
+        result = a - b
+        if a >= b:
+            lines = ["Subtract the digits from right to left.", *sub_lines(a, b)]
+        else:
+            lines = [f"{a} is less than {b}, so compute {b} - {a} and negate it.", *sub_lines(b, a)]
+    else:
+        result, lines = (
+            a * b,
+            ["Multiply by each digit of the second number, then add.", *mul_lines(a, b)],
+        )
+    return "\n".join([*lines, f"{ANSWER_PREFIX} {result}"]), result
+
+
+def make(rng: random.Random, knobs: dict[str, Any], split: Split) -> Problem:
+    op = knobs["op"] if knobs["op"] != "any" else rng.choice(list(OPS))
+    a, b = _operand(rng, knobs["digits"]), _operand(rng, knobs["digits"])
+    text, result = trace(a, b, op)
+    question = phrase(rng, TEMPLATES, split).format(a=a, b=b, op=OPS[op])
+    return Problem("arith", question, str(result), text, f"{a}{OPS[op]}{b}", {"a": a, "b": b})
+
+
+FAMILY = Family(
+    name="arith",
+    doc="n-digit addition, subtraction and multiplication (digit-by-digit traces)",
+    knobs={
+        "digits": Knob("digits per operand", 3, lo=1, hi=12, mix=(1, 4)),
+        "op": Knob("operation", "any", choices=("any", *OPS)),
+    },
+    primary="digits",
+    make=make,
+    normalize=normalize_int,
+    numeric=True,
+)

@@ -1,0 +1,182 @@
+"""What every task family shares: the problem record, difficulty knobs, the train/test split and
+answer extraction.
+
+A family is a `Family` record: its knobs, a `make` function drawing one problem from a seeded
+`random.Random`, a verifier and an answer normaliser. Splits are decided twice over, so that a
+test problem is new in both content and wording:
+
+- by content: a problem belongs to the split its canonical key (the numbers and operations, never
+  names or wording) hashes into, so train and test never share a problem;
+- by phrasing: every family's instruction templates are divided (every fourth one is held out),
+  and test problems are always worded with held-out templates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
+
+TEST_FRACTION = 0.2
+"""Fraction of the problem space (by key hash) reserved for evaluation."""
+
+STEP_BY_STEP = "Think step by step."
+"""What a user appends to ask for a worked solution (SFT data and `--strategy cot` use it)."""
+
+ANSWER_PREFIX = "Answer:"
+"""Every worked solution ends with a line `Answer: <answer>`."""
+
+
+class WorldError(ValueError):
+    """A bad task name, task spec or difficulty setting (shown to the user as one line)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One generated problem with its gold answer and a worked solution."""
+
+    task: str
+    """Family name (arith, chain, ...)."""
+    question: str
+    """The instruction as a user would write it."""
+    answer: str
+    """Canonical gold answer (what a direct response says)."""
+    trace: str
+    """Step-by-step solution ending with the line `Answer: <answer>`."""
+    key: str
+    """Canonical identity of the problem (content only); decides its split."""
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Structured inputs the verifier needs (numbers, target, ...)."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One difficulty or content setting of a family."""
+
+    doc: str
+    default: int | str
+    lo: int = 0
+    """Smallest allowed value (integer knobs)."""
+    hi: int = 0
+    """Largest allowed value (integer knobs)."""
+    choices: tuple[str, ...] = ()
+    """Allowed values (choice knobs); 'any' draws one per problem."""
+    mix: tuple[int, int] | None = None
+    """Range drawn from, per problem, in the pretraining and SFT mixes (integer knobs)."""
+
+    def check(self, family: str, name: str, value: int | str) -> int | str:
+        """The value converted to the knob's type, or WorldError if it is out of range."""
+        if self.choices:
+            if value not in self.choices:
+                raise WorldError(
+                    f"{family}: {name} must be one of {', '.join(self.choices)}, got {value!r}"
+                )
+            return str(value)
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            raise WorldError(f"{family}: {name} must be an integer, got {value!r}") from None
+        if not self.lo <= v <= self.hi:
+            raise WorldError(f"{family}: {name} must be in {self.lo}..{self.hi}, got {v}")
+        return v
+
+
+Maker = Callable[[random.Random, dict[str, Any], Split], Problem]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A task family: generator, knobs, verifier and answer normaliser."""
+
+    name: str
+    doc: str
+    knobs: dict[str, Knob]
+    primary: str
+    """The knob a bare value in a task spec sets (`arith:3` means digits=3)."""
+    make: Maker
+    """Draw one problem (of either content split; `generate` rejects the wrong one)."""
+    normalize: Callable[[str], str]
+    """Canonical form of an answer string (exact match compares normalised strings)."""
+    verify: Callable[[Problem, str], bool] | None = None
+    """Whether an answer is correct; None means normalised equality with the gold answer."""
+    numeric: bool = False
+    """Answers are integers (continuous metric: per-digit accuracy, right-aligned)."""
+
+    def check(self, problem: Problem, answer: str) -> bool:
+        if self.verify is not None:
+            return self.verify(problem, answer)
+        return self.normalize(answer) == self.normalize(problem.answer)
+
+    def resolve(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Defaults updated with `overrides`, every value checked against its knob."""
+        for name in overrides:
+            if name not in self.knobs:
+                raise WorldError(
+                    f"{self.name}: unknown setting {name!r}; it has {', '.join(self.knobs)}"
+                )
+        return {
+            name: knob.check(self.name, name, overrides.get(name, knob.default))
+            for name, knob in self.knobs.items()
+        }
+
+
+def key_split(task: str, key: str) -> Split:
+    """The split a problem belongs to, by a hash of its canonical key."""
+    h = int(hashlib.sha256(f"{task}|{key}".encode()).hexdigest()[:8], 16) / 16**8
+    return "test" if h < TEST_FRACTION else "train"
+
+
+def held_out(index: int) -> bool:
+    """Whether instruction template number `index` is reserved for the test split."""
+    return index % 4 == 3
+
+
+def phrase(rng: random.Random, templates: list[str], split: Split) -> str:
+    """A template of the split's own phrasing (every fourth one is held out for test)."""
+    pool = [t for i, t in enumerate(templates) if held_out(i) == (split == "test")]
+    return rng.choice(pool)
+
+
+def split_templates(templates: list[str]) -> dict[Split, list[str]]:
+    """Train and test templates of a list (for tests and documentation)."""
+    return {
+        "train": [t for i, t in enumerate(templates) if not held_out(i)],
+        "test": [t for i, t in enumerate(templates) if held_out(i)],
+    }
+
+
+_ANSWER_RE = re.compile(re.escape(ANSWER_PREFIX) + r"[ \t]*([^\n]*)")
+
+
+def extract_answer(text: str) -> str:
+    """The answer in a model's response: after the last `Answer:` if there is one (worked
+    solutions), else the first non-empty line (direct answers)."""
+    found = _ANSWER_RE.findall(text)
+    if found:
+        return found[-1].strip()
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def normalize_int(answer: str) -> str:
+    """'1,234 ' -> '1234', '-07' -> '-7'; anything that is not an integer is left stripped."""
+    s = answer.strip().rstrip(".").replace(",", "").replace(" ", "")
+    if re.fullmatch(r"[+-]?\d+", s):
+        return str(int(s))
+    return s
+
+
+def normalize_text(answer: str) -> str:
+    """Strip whitespace, a trailing full stop and surrounding quotes."""
+    s = answer.strip().removesuffix(".")
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'`":
+        s = s[1:-1]
+    return s

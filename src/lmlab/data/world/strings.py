@@ -1,0 +1,197 @@
+"""`strings`: instruction following on short strings, with many phrasings per instruction.
+
+Operations: reverse, sort, count a letter, upper case, lower case, deduplicate, first k, last k,
+repeat k times, length. Every operation has eight phrasings; two of them (every fourth) are held
+out and only ever appear in the test split, so evaluation measures following an instruction
+worded in a way never seen in training.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Any
+
+from lmlab.data.world.base import (
+    ANSWER_PREFIX,
+    Family,
+    Knob,
+    Problem,
+    Split,
+    normalize_text,
+    phrase,
+)
+
+TEMPLATES: dict[str, list[str]] = {
+    "reverse": [
+        'Reverse the string "{s}".',
+        'Write "{s}" backwards.',
+        'Spell "{s}" in reverse order.',
+        'What is "{s}" reversed?',
+        'Give the letters of "{s}" from last to first.',
+        'Turn "{s}" around so it reads from the end.',
+        'Print "{s}" with its characters in reverse.',
+        'Flip the order of the letters in "{s}".',
+    ],
+    "sort": [
+        'Sort the letters of "{s}" alphabetically.',
+        'Put the characters of "{s}" in alphabetical order.',
+        'Arrange the letters in "{s}" from a to z.',
+        'What is "{s}" with its letters sorted?',
+        'Rewrite "{s}" with the letters in sorted order.',
+        'Order the characters of "{s}" alphabetically.',
+        'Sort "{s}" letter by letter, a first.',
+        'Alphabetize the letters of "{s}".',
+    ],
+    "count": [
+        'How many times does "{c}" appear in "{s}"?',
+        'Count the letter "{c}" in "{s}".',
+        'How many "{c}" are there in "{s}"?',
+        'What is the number of occurrences of "{c}" in "{s}"?',
+        'Count how often "{c}" occurs in "{s}".',
+        'In "{s}", how many letters are "{c}"?',
+        'Tell me how many "{c}" characters "{s}" contains.',
+        'How frequently does "{c}" show up in "{s}"?',
+    ],
+    "upper": [
+        'Convert "{s}" to upper case.',
+        'Write "{s}" in capital letters.',
+        'Make every letter of "{s}" uppercase.',
+        'What is "{s}" in all caps?',
+        'Change "{s}" to uppercase.',
+        'Capitalize all the letters of "{s}".',
+        'Rewrite "{s}" using upper-case letters.',
+        'Give "{s}" in block capitals.',
+    ],
+    "lower": [
+        'Convert "{s}" to lower case.',
+        'Write "{s}" in small letters.',
+        'Make every letter of "{s}" lowercase.',
+        'What is "{s}" in all lowercase?',
+        'Change "{s}" to lowercase.',
+        'Rewrite "{s}" using lower-case letters.',
+        'Turn the capitals in "{s}" into small letters.',
+        'Give "{s}" without capital letters.',
+    ],
+    "dedupe": [
+        'Remove repeated letters from "{s}", keeping the first of each.',
+        'Delete duplicate characters in "{s}" (keep first occurrences).',
+        'Write "{s}" with each letter only once, in order of first appearance.',
+        'Drop every repeated character from "{s}", keeping first appearances.',
+        'Deduplicate the letters of "{s}", keeping their first occurrences.',
+        'Keep only the first occurrence of each letter in "{s}".',
+        'Strip the duplicates out of "{s}" so each letter appears once.',
+        'Rewrite "{s}" without repeating any letter (first occurrences stay).',
+    ],
+    "first": [
+        'Give the first {k} characters of "{s}".',
+        'What are the first {k} letters of "{s}"?',
+        'Take the first {k} letters of "{s}".',
+        'Write the opening {k} characters of "{s}".',
+        'Keep only the first {k} characters of "{s}".',
+        'Return the first {k} letters in "{s}".',
+        'Print the leading {k} characters of "{s}".',
+        'Show the start of "{s}", {k} characters long.',
+    ],
+    "last": [
+        'Give the last {k} characters of "{s}".',
+        'What are the last {k} letters of "{s}"?',
+        'Take the last {k} letters of "{s}".',
+        'Write the final {k} characters of "{s}".',
+        'Keep only the last {k} characters of "{s}".',
+        'Return the last {k} letters in "{s}".',
+        'Print the trailing {k} characters of "{s}".',
+        'Show the end of "{s}", {k} characters long.',
+    ],
+    "repeat": [
+        'Repeat "{s}" {k} times.',
+        'Write "{s}" {k} times in a row.',
+        'Give "{s}" repeated {k} times, without spaces.',
+        'Concatenate {k} copies of "{s}".',
+        'Say "{s}" {k} times with nothing in between.',
+        'Output {k} copies of "{s}" joined together.',
+        'Chain "{s}" together {k} times.',
+        'Duplicate "{s}" so it appears {k} times back to back.',
+    ],
+    "length": [
+        'How many characters are in "{s}"?',
+        'What is the length of "{s}"?',
+        'Count the characters of "{s}".',
+        'How long is the string "{s}"?',
+        'Tell me the number of letters in "{s}".',
+        'How many letters does "{s}" have?',
+        'Give the character count of "{s}".',
+        'What length does "{s}" have, in characters?',
+    ],
+}
+OPS = tuple(TEMPLATES)
+
+
+def _letters(chars: str) -> str:
+    return ", ".join(chars)
+
+
+def solve(op: str, s: str, k: int, c: str) -> tuple[str, list[str]]:
+    """The answer of operation `op` and the lines of its worked solution."""
+    chars = [f"The characters are {_letters(s)}."]
+    if op == "reverse":
+        ans = s[::-1]
+        return ans, [*chars, f"From last to first: {_letters(ans)}."]
+    if op == "sort":
+        ans = "".join(sorted(s))
+        return ans, [*chars, f"In alphabetical order: {_letters(ans)}."]
+    if op == "count":
+        hits = [str(i + 1) for i, ch in enumerate(s) if ch == c]
+        where = f"at positions {', '.join(hits)}" if hits else "nowhere"
+        return str(len(hits)), [*chars, f'"{c}" is {where}.']
+    if op == "upper":
+        ans = s.upper()
+        return ans, [*chars, f"In upper case: {_letters(ans)}."]
+    if op == "lower":
+        ans = s.lower()
+        return ans, [*chars, f"In lower case: {_letters(ans)}."]
+    if op == "dedupe":
+        ans = "".join(dict.fromkeys(s))
+        return ans, [*chars, f"Keeping first occurrences: {_letters(ans)}."]
+    if op == "first":
+        ans = s[:k]
+        return ans, [*chars, f"The first {k}: {_letters(ans)}."]
+    if op == "last":
+        ans = s[-k:]
+        return ans, [*chars, f"The last {k}: {_letters(ans)}."]
+    if op == "repeat":
+        ans = s * k
+        return ans, [f"Write {s} {k} times: {' '.join([s] * k)}."]
+    ans = str(len(s))
+    return ans, [*chars, f"Counting them: {', '.join(str(i + 1) for i in range(len(s)))}."]
+
+
+def make(rng: random.Random, knobs: dict[str, Any], split: Split) -> Problem:
+    op = knobs["op"] if knobs["op"] != "any" else rng.choice(OPS)
+    n = knobs["length"]
+    # a small alphabet per string so that sort, count and dedupe have something to do
+    alphabet = rng.sample(string.ascii_lowercase, rng.randint(max(2, n // 2), n))
+    s = "".join(rng.choice(alphabet) for _ in range(n))
+    if op == "lower":
+        s = s.upper()
+    k = rng.randint(1, n - 1) if op in ("first", "last") else rng.randint(2, 3)
+    c = rng.choice(s) if rng.random() < 0.85 else rng.choice(string.ascii_lowercase)
+    answer, lines = solve(op, s, k, c)
+    question = phrase(rng, TEMPLATES[op], split).format(s=s, k=k, c=c)
+    key = f"{op}|{s}" + (f"|{k}" if op in ("first", "last", "repeat") else "")
+    key += f"|{c}" if op == "count" else ""
+    trace = "\n".join([*lines, f"{ANSWER_PREFIX} {answer}"])
+    return Problem("strings", question, answer, trace, key, {"op": op})
+
+
+FAMILY = Family(
+    name="strings",
+    doc="instruction following on strings (10 operations, held-out phrasings)",
+    knobs={
+        "length": Knob("characters in the input string", 6, lo=2, hi=16, mix=(3, 8)),
+        "op": Knob("operation", "any", choices=("any", *OPS)),
+    },
+    primary="length",
+    make=make,
+    normalize=normalize_text,
+)

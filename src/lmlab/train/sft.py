@@ -1,0 +1,364 @@
+"""Supervised fine-tuning: chat data, the masked next-token objective, and the phase driver.
+
+Chats come from a JSONL file in the common `{"messages": [{"role", "content"}, ...]}` format or
+from the task world (direct answers and, when the user asks to think step by step, worked
+solutions). Each chat is encoded with the tokenizer's chat template; the loss covers only the
+assistant-written tokens (`Tokenizer.encode_chat`'s mask). Short chats are packed into rows of
+context length, drawn and packed afresh for every batch, each starting with its own <|bos|>
+(plain concatenation: a chat may attend to the chats packed before it, as in most SFT packers
+without block-diagonal masks; fresh packing keeps it from relying on fixed neighbours). Optional
+replay mixes next-token loss on the base run's pretraining data into every step against
+forgetting. Training runs on the one loop (`Trainer.fit`) into a normal run directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import Tensor, nn
+
+from lmlab.config import RunConfig, SFTConfig, TrainConfig
+from lmlab.data.tokenizer import ROLES, Message, Tokenizer
+from lmlab.model.moe import with_router_losses
+from lmlab.train.checkpoint import load_run
+from lmlab.train.loop import Trainer, init_distributed
+from lmlab.train.pretrain import check_new_run_dir, next_token_loss
+
+console = Console(stderr=True)
+
+IGNORE = -100
+
+
+class SFTDataError(ValueError):
+    """Chat data that cannot be used (shown to the user as one line, with file and line)."""
+
+
+# --- chat data --------------------------------------------------------------------------------
+
+
+def check_chat(messages: Any, where: str) -> list[Message]:
+    """`messages` as a list of chat messages, or SFTDataError saying what is wrong at `where`."""
+    if not isinstance(messages, list) or not messages:
+        raise SFTDataError(f'{where}: expected an object with a non-empty "messages" list')
+    for i, m in enumerate(messages):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise SFTDataError(f'{where}: message {i} needs string "role" and "content" fields')
+        if m["role"] not in ROLES:
+            raise SFTDataError(
+                f"{where}: message {i} has unknown role {m['role']!r}; use {', '.join(ROLES)}"
+            )
+    if not any(m["role"] == "assistant" for m in messages):
+        raise SFTDataError(f"{where}: chat has no assistant turn (nothing to train on)")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def load_chats(path: Path) -> list[list[Message]]:
+    """Chats from a JSONL file, one `{"messages": [...]}` object per line (blank lines skipped)."""
+    chats = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SFTDataError(f"{where}: malformed JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise SFTDataError(f'{where}: expected an object with a "messages" list')
+                chats.append(check_chat(row.get("messages"), where))
+    except FileNotFoundError:
+        raise SFTDataError(f"chat file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SFTDataError(f"cannot read {path}: {e}") from None
+    if not chats:
+        raise SFTDataError(f"{path} holds no chats")
+    return chats
+
+
+def world_chats(
+    n: int, seed: int = 0, style: str = "both", tasks: list[str] | None = None
+) -> list[list[Message]]:
+    """`n` chats on train-split world problems: direct answers, or worked solutions when the
+    user asks to think step by step ('both': each chat picks one at random)."""
+    from lmlab.data import world
+
+    if style not in ("both", "direct", "cot"):
+        raise SFTDataError(f"style must be both, direct or cot, got {style!r}")
+    names = tasks or list(world.FAMILIES)
+    weights = {t: world.DEFAULT_WEIGHTS.get(t, 1.0) for t in names}
+    for t in names:
+        world.family(t)
+    rng = random.Random(f"sft-style|{seed}")
+    chats: list[list[Message]] = []
+    for p in world.mixed(n, seed, "train", weights):
+        cot = style == "cot" or (style == "both" and rng.random() < 0.5)
+        chats.append(
+            [
+                {"role": "user", "content": world.prompt(p, cot)},
+                {"role": "assistant", "content": world.response(p, cot)},
+            ]
+        )
+    return chats
+
+
+def split_chats(
+    chats: list[list[Message]], val_fraction: float, seed: int
+) -> tuple[list[list[Message]], list[list[Message]]]:
+    """(train, val): at least one chat each, held out by a seeded hash of the chat's content."""
+    if len(chats) < 2:
+        raise SFTDataError(f"need at least 2 chats (one for validation), got {len(chats)}")
+
+    def h(chat: list[Message]) -> float:
+        digest = hashlib.sha256(f"{seed}|{json.dumps(chat)}".encode()).hexdigest()
+        return int(digest[:8], 16) / 16**8
+
+    scores = [h(c) for c in chats]
+    val_idx = {i for i, s in enumerate(scores) if s < val_fraction}
+    if not val_idx:
+        val_idx = {min(range(len(chats)), key=scores.__getitem__)}
+    if len(val_idx) == len(chats):
+        val_idx.discard(max(range(len(chats)), key=scores.__getitem__))
+    train = [c for i, c in enumerate(chats) if i not in val_idx]
+    return train, [c for i, c in enumerate(chats) if i in val_idx]
+
+
+# --- encoding and packing ---------------------------------------------------------------------
+
+
+Example = tuple[list[int], list[bool]]
+
+
+@dataclass
+class Rows:
+    """Training rows: inputs [N, T] and targets [N, T] (IGNORE where no loss is taken)."""
+
+    x: Tensor
+    y: Tensor
+    dropped: int = 0
+    """Chats longer than a row, left out."""
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def encode_chats(tok: Tokenizer, chats: list[list[Message]]) -> list[Example]:
+    return [tok.encode_chat(c) for c in chats]
+
+
+def _to_rows(rows: list[Example], length: int, pad_id: int, dropped: int = 0) -> Rows:
+    """Pad rows of (ids, mask) to `length` and shift them into inputs and masked targets."""
+    ids_t = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask_t = torch.zeros((len(rows), length), dtype=torch.bool)
+    for r, (ids, mask) in enumerate(rows):
+        ids_t[r, : len(ids)] = torch.tensor(ids)
+        mask_t[r, : len(mask)] = torch.tensor(mask)
+    y = torch.where(mask_t[:, 1:], ids_t[:, 1:], IGNORE)
+    return Rows(ids_t[:, :-1].contiguous(), y, dropped)
+
+
+def _fill(
+    examples: list[Example], order: Any, length: int, packed: bool, n_rows: int | None
+) -> list[Example]:
+    """Lay examples, in `order`, into rows of at most `length` tokens: greedily several per row
+    when `packed`, else one per row; stop once `n_rows` rows are full (None: use them all)."""
+    rows: list[Example] = []
+    cur_ids: list[int] = []
+    cur_mask: list[bool] = []
+    for i in order:
+        ids, mask = examples[i]
+        if cur_ids and (not packed or len(cur_ids) + len(ids) > length):
+            rows.append((cur_ids, cur_mask))
+            cur_ids, cur_mask = [], []
+            if n_rows is not None and len(rows) == n_rows:
+                return rows
+        cur_ids, cur_mask = cur_ids + ids, cur_mask + mask
+    if cur_ids:
+        rows.append((cur_ids, cur_mask))
+    return rows
+
+
+def pack(
+    examples: list[Example], context: int, pad_id: int, packed: bool = True, seed: int = 0
+) -> Rows:
+    """Every chat that fits, shuffled by `seed`, in rows of `context + 1` tokens (validation)."""
+    length = context + 1
+    fitting = [e for e in examples if len(e[0]) <= length]
+    order = list(range(len(fitting)))
+    random.Random(seed).shuffle(order)
+    rows = _fill(fitting, order, length, packed, None)
+    return _to_rows(rows, length, pad_id, dropped=len(examples) - len(fitting))
+
+
+class ChatBatches:
+    """Training batches packed afresh for every (step, micro-batch) from randomly drawn chats, so
+    a chat meets different neighbours each time it is seen; seeded by (seed, step, micro), so
+    resume is exact."""
+
+    def __init__(
+        self, examples: list[Example], context: int, pad_id: int, packed: bool, seed: int
+    ) -> None:
+        self.length = context + 1
+        self.examples = [e for e in examples if len(e[0]) <= self.length]
+        self.dropped = len(examples) - len(self.examples)
+        self.pad_id, self.packed, self.seed = pad_id, packed, seed
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def batch(self, step: int, micro: int, batch_size: int, rank: int = 0) -> Rows:
+        """Micro-batch `micro` of optimizer step `step` for data-parallel rank `rank`."""
+        rng = np.random.default_rng([self.seed, step, micro, rank])
+        order = iter(lambda: int(rng.integers(len(self.examples))), None)
+        rows = _fill(self.examples, order, self.length, self.packed, batch_size)
+        return _to_rows(rows, self.length, self.pad_id)
+
+
+# --- objective --------------------------------------------------------------------------------
+
+
+def masked_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy over the target tokens that are not IGNORE (float32)."""
+    logits = model(x)
+    total = F.cross_entropy(
+        logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    return total / (y != IGNORE).sum().clamp(min=1)
+
+
+def sft_objective(replay: float = 0.0) -> Any:
+    """The SFT objective: masked chat loss, mixed as (1 - replay) * chat + replay * next-token
+    loss when the batch carries pretraining windows (`rx`, `ry`)."""
+
+    def objective(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        chat = with_router_losses(model, masked_loss(model, batch["x"], batch["y"]))
+        if "rx" not in batch:
+            return chat, {}
+        lm, _ = next_token_loss(model, (batch["rx"], batch["ry"]))
+        loss = (1 - replay) * chat + replay * lm
+        return loss, {"chat_loss": chat.item(), "replay_loss": lm.item()}
+
+    return objective
+
+
+# --- the phase driver -------------------------------------------------------------------------
+
+
+def load_sft_chats(cfg: SFTConfig) -> list[list[Message]]:
+    if cfg.data == "world":
+        tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
+        return world_chats(cfg.n_world, cfg.seed, cfg.style, tasks)
+    return load_chats(Path(cfg.data))
+
+
+def sft(
+    base: Path, out: Path, train: TrainConfig, cfg: SFTConfig, show_progress: bool = True
+) -> dict[str, float]:
+    """Fine-tune the latest checkpoint of run `base` on chats into a new run directory `out`."""
+    cfg.validate()
+    train.validate()
+    check_new_run_dir(out)
+    model, tok, base_cfg = load_run(base)
+    context = base_cfg.model.context_length
+    rank_info, device = init_distributed(train.device)
+    rank, world = rank_info.rank, rank_info.world
+    torch.manual_seed(train.seed)
+
+    train_chats, val_chats = split_chats(load_sft_chats(cfg), cfg.val_fraction, cfg.seed)
+    examples = encode_chats(tok, train_chats)
+    chats = ChatBatches(examples, context, tok.pad_id, cfg.pack, cfg.seed)
+    val_rows = pack(encode_chats(tok, val_chats), context, tok.pad_id, cfg.pack, cfg.seed)
+    if len(chats) == 0 or len(val_rows) == 0:
+        raise SFTDataError(f"no chat fits the context length {context} tokens; shorten the chats")
+    if chats.dropped or val_rows.dropped:
+        console.print(
+            f"[yellow]left out {chats.dropped + val_rows.dropped} chats longer than "
+            f"{context + 1} tokens"
+        )
+
+    replay_train = replay_val = None
+    if cfg.replay > 0 or cfg.pretrain_eval:
+        from lmlab.data.corpora import load_corpus
+        from lmlab.data.shards import Batches, build_shards
+
+        corpus = load_corpus(
+            base_cfg.data.corpus, base_cfg.data.val_fraction, base_cfg.data.text_field
+        )
+        shards = build_shards(corpus, tok, show_progress=show_progress)
+        replay_train = Batches(shards.train, context, train.seed)
+        replay_val = Batches(shards.val, context, train.seed)
+
+    def pretrain_val_loss() -> float:
+        assert replay_val is not None
+        batches = replay_val.eval_batches(train.eval_iters, train.batch_size, rank, world)
+        return trainer.evaluate(next_token_loss, batches)
+
+    if rank_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        RunConfig(model=base_cfg.model, train=train, data=base_cfg.data).save(out / "config.json")
+        tok.save(out / "tokenizer.json")
+    info: dict[str, Any] = {
+        "base": str(base),
+        "sft": asdict(cfg),
+        "train_chats": len(train_chats),
+        "val_chats": len(val_chats),
+        "val_rows": len(val_rows),
+        "dropped_chats": chats.dropped + val_rows.dropped,
+        "assistant_tokens": sum(sum(m) for _, m in chats.examples),
+    }
+    trainer = Trainer(model, train, out, rank_info, device, show_progress)
+    if replay_val is not None:
+        info["pretrain_val_loss_before"] = pretrain_val_loss()
+
+    def batch(step: int, micro: int) -> dict[str, Tensor]:
+        rows = chats.batch(step, micro, train.batch_size, rank)
+        b = {"x": rows.x, "y": rows.y}
+        if cfg.replay > 0:
+            assert replay_train is not None
+            b["rx"], b["ry"] = replay_train.train_batch(
+                step, micro, cfg.replay_rows, train.grad_accum, rank, world
+            )
+        return b
+
+    def val_batches() -> list[dict[str, Tensor]]:
+        bs = train.batch_size
+        n = min(len(val_rows), train.eval_iters * bs)
+        return [  # rank r takes every world-th batch
+            {"x": val_rows.x[i : i + bs], "y": val_rows.y[i : i + bs]}
+            for i in range(rank * bs, n, world * bs)
+        ]
+
+    if rank_info.is_main:
+        console.print(
+            f"[bold]lmlab sft[/] {base} -> {out}  data={cfg.data}  "
+            f"{len(train_chats):,} chats ({info['assistant_tokens']:,} assistant tokens), "
+            f"{len(val_chats):,} val chats  replay={cfg.replay}  device={device}"
+        )
+    tokens_per_step = train.batch_size * train.grad_accum * world * context
+    last = trainer.fit(sft_objective(cfg.replay), batch, tokens_per_step, val_batches)
+    if replay_val is not None:
+        info["pretrain_val_loss_after"] = pretrain_val_loss()
+        before, after = info["pretrain_val_loss_before"], info["pretrain_val_loss_after"]
+        if rank_info.is_main:
+            console.print(
+                f"pretraining val loss: before {before:.4f}  after {after:.4f}  "
+                f"({100 * (after - before) / before:+.1f}%)"
+            )
+    info["final"] = last
+    if rank_info.is_main:
+        (out / "sft.json").write_text(json.dumps(info, indent=2) + "\n")
+    return {**last, **{k: v for k, v in info.items() if k.startswith("pretrain_val")}}
