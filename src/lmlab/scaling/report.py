@@ -1,0 +1,132 @@
+"""What the `lmlab scaling` commands hand back: a source (sweep directory or points CSV) fitted
+and written up (summary.json and PNGs), predictions for a target budget, and the plan of a
+validation run at the predicted optimum."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lmlab.scaling.fit import (
+    Fits,
+    Points,
+    ScalingError,
+    fit_all,
+    inference_optimum,
+    read_points_csv,
+    summary,
+)
+from lmlab.scaling.plan import (
+    PLAN_FILE,
+    load_plan,
+    nearest_shape,
+    plan_config,
+    plan_run,
+    write_plan,
+)
+from lmlab.scaling.run import sweep_points
+
+
+def load_points(src: Path, count: str | None = None) -> Points:
+    """Points from a sweep directory (with curves; N counted as `count` says) or a CSV."""
+    if src.is_dir():
+        return sweep_points(src, count)
+    if not src.exists():
+        raise ScalingError(f"{src} does not exist; give a sweep directory or a points CSV")
+    if count not in (None, "total"):
+        raise ScalingError("--count applies to sweep directories; a CSV's params column is N")
+    return read_points_csv(src)
+
+
+def default_out(src: Path) -> Path:
+    return src / "fit" if src.is_dir() else src.with_name(src.stem + "-fit")
+
+
+def fit_source(
+    src: Path,
+    out: Path | None = None,
+    count: str | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    plots: bool = True,
+    n_starts: int = 32,
+) -> tuple[dict[str, Any], Points, Fits]:
+    """Fit all approaches to `src`, write OUT/summary.json (and the PNGs); return the summary."""
+    if n_bootstrap < 0 or n_starts < 1:
+        raise ScalingError("need --bootstrap >= 0 and --starts >= 1")
+    pts = load_points(src, count)
+    fits = fit_all(pts, n_bootstrap, seed, n_starts)
+    used = count or (load_plan(src)["settings"].get("count", "total") if src.is_dir() else "total")
+    result = summary(pts, fits, str(src), used)
+    out = out or default_out(src)
+    out.mkdir(parents=True, exist_ok=True)
+    if plots:
+        from lmlab.scaling.plots import plot_all
+
+        pngs = plot_all(pts, fits, out, float(pts.budget.max()) * 4)
+        result["plots"] = [str(p) for p in pngs]
+    from lmlab.train.checkpoint import write_atomic
+
+    write_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
+    return result, pts, fits
+
+
+def predict(fits: Fits, budget: float, inference_tokens: float = 0.0) -> dict[str, Any]:
+    """N_opt, D_opt from every approach at `budget`; Approach 3's loss, tokens per parameter
+    with its interval, and the inference-aware optimum for `inference_tokens` served tokens."""
+    if not math.isfinite(budget) or budget <= 0:
+        raise ScalingError(f"--budget must be a positive number, got {budget}")
+    out: dict[str, Any] = {"budget": budget, "inference_tokens": inference_tokens}
+    for name in ("approach1", "approach2"):
+        f = getattr(fits, name)
+        if f is not None:
+            out[name] = {"n_opt": float(f.n_opt(budget)), "d_opt": float(f.d_opt(budget))}
+    f3 = fits.approach3
+    if f3 is not None:
+        n, d = f3.optimum(budget)
+        ci = f3.tokens_per_param_interval(budget)
+        out["approach3"] = {
+            "n_opt": float(n),
+            "d_opt": float(d),
+            "loss": float(f3.loss(n, d)),
+            "tokens_per_param": float(d / n),
+            "tokens_per_param_interval": ci and list(ci),
+        }
+        inf = inference_optimum(f3, budget, inference_tokens)
+        out["inference_aware"] = {
+            **dataclasses.asdict(inf),
+            "n_ratio": inf.n / float(n),
+            "d_train_ratio": inf.d_train / float(d),
+            "saving": 1 - inf.cost / inf.chinchilla_cost,
+        }
+    return out
+
+
+def plan_validation(
+    src: Path, fits: Fits, budget: float, out: Path, count: str | None = None
+) -> dict[str, Any]:
+    """A one-run sweep in `out`: the family shape nearest Approach 3's N_opt at `budget`,
+    trained with the sweep's settings, with the loss Approach 3 predicts for its exact N, D."""
+    if fits.approach3 is None:
+        raise ScalingError("a validation run needs an Approach 3 fit")
+    plan = load_plan(src)
+    cfg = plan_config(plan)
+    if count:
+        cfg = dataclasses.replace(cfg, count=count)
+    n_opt, _ = fits.approach3.optimum(budget)
+    shape = nearest_shape(cfg, float(n_opt))
+    run = plan_run(
+        cfg, budget, shape, f"C{budget:.2e}_L{shape.n_layer:02d}_d{shape.d_model:04d}", {}
+    )
+    run_d = dataclasses.asdict(run)
+    run_d["predicted_loss"] = float(fits.approach3.loss(run.params, run.tokens))
+    val = {**plan, "runs": [run_d], "validates": str(src), "settings": dataclasses.asdict(cfg)}
+    if (out / PLAN_FILE).is_file():
+        old = load_plan(out)
+        if old["runs"][0]["name"] != run.name:
+            raise ScalingError(f"{out} already holds another validation run; choose another --out")
+    write_plan(val, out)
+    return run_d
