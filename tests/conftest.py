@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from lmlab.config import ModelConfig, RunConfig, TrainConfig
+from lmlab.data import world
 from lmlab.data.tokenizer import char_tokenizer
 from lmlab.model.transformer import Transformer
 from lmlab.train.checkpoint import save_checkpoint
@@ -54,3 +56,38 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.save(run / "tokenizer.json")
     save_checkpoint(run, model, None, {"step": 0, "tokens": 0})
     return run
+
+
+@pytest.fixture(scope="session")
+def chat_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny model whose char tokenizer covers world text, context 256."""
+    run = tmp_path_factory.mktemp("chat_run")
+    texts = [CORPUS_TEXT] + [p.trace + p.question for p in world.mixed(300, seed=1)]
+    tok = char_tokenizer(texts)
+    cfg = RunConfig(
+        model=tiny_model_config(vocab_size=-(-tok.vocab_size // 64) * 64, context_length=256),
+        train=TrainConfig(max_steps=1),
+    )
+    torch.manual_seed(0)
+    cfg.save(run / "config.json")
+    tok.save(run / "tokenizer.json")
+    save_checkpoint(run, Transformer(cfg.model), None, {"step": 0, "tokens": 0})
+    return run
+
+
+@pytest.fixture(scope="session")
+def prefs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pairs where the right, short answer is chosen over a rambling wrong one."""
+    path = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
+    rows = []
+    for i in range(40):
+        q = f"What is {i} + {i + 1}?"
+        rows.append(
+            {
+                "prompt": q,
+                "chosen": f"Answer: {2 * i + 1}",
+                "rejected": f"I think it is {i} or so, maybe {i + 7}, hard to say",
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

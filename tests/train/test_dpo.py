@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 
-from lmlab.train.dpo import dpo_loss
+from lmlab.config import TrainConfig
+from lmlab.train.checkpoint import load_run
+from lmlab.train.dpo import dpo_loss, train_dpo
 
 
 def test_dpo_loss_is_log2_at_initialisation() -> None:
@@ -22,3 +26,17 @@ def test_dpo_loss_prefers_chosen() -> None:
     bad, _ = dpo_loss(torch.tensor([-1.0]), torch.tensor([1.0]), ref, ref, beta=0.5)
     assert good.item() == torch.nn.functional.softplus(torch.tensor(-1.0)).item()
     assert good < math.log(2) < bad
+
+
+def test_dpo_driver_starts_at_log2_and_learns(
+    chat_run: Path, prefs_file: Path, tmp_path: Path
+) -> None:
+    train = TrainConfig(
+        max_steps=15, lr=3e-3, min_lr=3e-4, warmup_steps=1, batch_size=8, log_every=1
+    )
+    train_dpo(chat_run, prefs_file, tmp_path / "dpo", train, beta=0.1, show_progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert abs(rows[0]["train_loss"] - math.log(2)) < 1e-4  # policy == reference at step 1
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["reward_accuracy"] > 0.5
+    load_run(tmp_path / "dpo")  # a normal run directory

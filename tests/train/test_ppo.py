@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
-from lmlab.train.ppo import AdaptiveKL, gae, per_token_rewards, policy_loss, value_loss
+from lmlab.config import PPOConfig, TrainConfig
+from lmlab.train.checkpoint import load_run
+from lmlab.train.ppo import (
+    AdaptiveKL,
+    gae,
+    per_token_rewards,
+    policy_loss,
+    train_ppo,
+    value_loss,
+)
+from lmlab.train.reward import train_reward_model
 from lmlab.train.rl import kl_estimate, masked_whiten, token_logprobs
 
 
@@ -89,3 +102,57 @@ def test_whiten_and_adaptive_kl() -> None:
     ctl = AdaptiveKL(beta=0.1, target=1.0, horizon=100)
     assert ctl.update(kl=5.0, n_samples=10) == pytest.approx(0.1 * 1.02)
     assert AdaptiveKL(beta=0.1, target=None).update(5.0, 10) == 0.1
+
+
+def test_ppo_driver_smoke(chat_run: Path, prefs_file: Path, tmp_path: Path) -> None:
+    rm_train = TrainConfig(
+        max_steps=3, lr=1e-3, warmup_steps=1, batch_size=4, eval_every=3, eval_iters=1
+    )
+    train_reward_model(chat_run, prefs_file, tmp_path / "rm", rm_train, show_progress=False)
+    cfg = PPOConfig(
+        tasks="arith:1", prompts_per_iter=4, iterations=2, epochs=2, minibatch=2, max_new_tokens=6
+    )
+    last = train_ppo(
+        chat_run,
+        tmp_path / "rm",
+        tmp_path / "ppo",
+        TrainConfig(lr=1e-4, min_lr=1e-5),
+        cfg,
+        show_progress=False,
+    )
+    for key in (
+        "score",
+        "gold",
+        "kl",
+        "total_reward",
+        "entropy",
+        "clipfrac",
+        "approx_kl",
+        "vf_clipfrac",
+        "response_len",
+        "end_rate",
+        "train_loss",
+    ):
+        assert key in last
+    rows = (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2
+    assert json.loads(rows[0])["kl"] == pytest.approx(0.0, abs=1e-5)  # policy == ref at first
+    load_run(tmp_path / "ppo")
+
+
+def test_ppo_rejects_reward_model_with_other_tokenizer(
+    chat_run: Path, tiny_run: Path, prefs_file: Path, tmp_path: Path
+) -> None:
+    rm_train = TrainConfig(
+        max_steps=1, lr=1e-3, warmup_steps=1, batch_size=4, eval_every=1, eval_iters=1
+    )
+    train_reward_model(tiny_run, prefs_file, tmp_path / "rm", rm_train, show_progress=False)
+    with pytest.raises(ValueError, match="different tokenizer"):
+        train_ppo(
+            chat_run,
+            tmp_path / "rm",
+            tmp_path / "ppo",
+            TrainConfig(),
+            PPOConfig(),
+            show_progress=False,
+        )

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pytest
 import torch
 
-from lmlab.train.reward import bradley_terry
+from lmlab.config import TrainConfig
+from lmlab.data.prefs import PrefsError, read_prefs
+from lmlab.train.reward import (
+    bradley_terry,
+    encode_pairs,
+    load_reward_model,
+    score_rows,
+    train_reward_model,
+)
 
 
 def test_bradley_terry_toy_case() -> None:
@@ -19,3 +29,40 @@ def test_bradley_terry_toy_case() -> None:
     )
     assert abs(loss.item() - expected) < 1e-6
     assert acc.item() == 0.5  # one tie counts as a miss
+
+
+def test_reward_model_learns_and_is_normalised(
+    chat_run: Path, prefs_file: Path, tmp_path: Path
+) -> None:
+    train = TrainConfig(
+        max_steps=40,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        batch_size=8,
+        eval_every=20,
+        eval_iters=1,
+    )
+    summary = train_reward_model(chat_run, prefs_file, tmp_path / "rm", train, show_progress=False)
+    assert summary["heldout_accuracy"] == 1.0
+    assert summary["length_baseline_accuracy"] == 0.0  # chosen is always the shorter reply
+    model, tok = load_reward_model(tmp_path / "rm")
+    rows = encode_pairs(tok, read_prefs(prefs_file), 256)
+    scores = score_rows(model, [c for c, _ in rows] + [r for _, r in rows], tok.pad_id)
+    assert abs(scores.mean().item()) < 0.05  # the offset centres the data's responses on 0
+
+
+@pytest.mark.parametrize(
+    ("row", "msg"),
+    [
+        ('{"prompt": "q", "chosen": "a", "rejected": "a"}', "chosen and rejected are identical"),
+        ('{"prompt": "q", "chosen": " ", "rejected": "a"}', "empty response"),
+        ('{"prompt": "q", "chosen": "a"}', "needs string fields"),
+        ("{oops", "malformed JSON"),
+    ],
+)
+def test_bad_preference_rows(row: str, msg: str, tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n' + row + "\n")
+    with pytest.raises(PrefsError, match=rf"p\.jsonl:2: {msg}"):
+        read_prefs(path)

@@ -7,8 +7,24 @@ At initialisation (pi == ref) the loss is exactly log 2.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from rich.console import Console
+from torch import Tensor, nn
+
+from lmlab.config import TrainConfig
+from lmlab.model.moe import with_router_losses
+from lmlab.train.checkpoint import load_run
+from lmlab.train.loop import Trainer, init_distributed
+from lmlab.train.pretrain import check_new_run_dir
+from lmlab.train.rl import pad_rows, response_mask, token_logprobs
+
+console = Console(stderr=True)
 
 
 def dpo_loss(
@@ -18,7 +34,77 @@ def dpo_loss(
     r_w = beta * (chosen - ref_chosen)
     r_l = beta * (rejected - ref_rejected)
     loss = -F.logsigmoid(r_w - r_l).mean()
+    margin = (r_w - r_l).detach()
     return loss, {
-        "reward_margin": float((r_w - r_l).mean()),
-        "reward_accuracy": float((r_w > r_l).float().mean()),
+        "reward_margin": float(margin.mean()),
+        "reward_accuracy": float((margin > 0).float().mean()),
     }
+
+
+def sequence_logprobs(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
+    """Sum of the response tokens' log-probs per row [B] (mask from `response_mask`)."""
+    return (token_logprobs(model(ids), ids) * mask).sum(-1)
+
+
+def _pairs_batch(rows: list[tuple[list[int], list[int], int]], pad_id: int) -> dict[str, Tensor]:
+    seqs = [c for c, _, _ in rows] + [r for _, r, _ in rows]
+    ids, lengths = pad_rows(seqs, pad_id)
+    prompt_lens = torch.tensor([p for _, _, p in rows] * 2)
+    return {"ids": ids, "mask": response_mask(prompt_lens, lengths, ids.shape[1])}
+
+
+def train_dpo(
+    sft_run: Path,
+    data: Path,
+    out: Path,
+    train: TrainConfig,
+    beta: float = 0.1,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """DPO from `sft_run` on preference pairs; the reference (the SFT model) log-probs are
+    computed once up front, so only the policy runs during training."""
+    from lmlab.data.prefs import chat_prompt_ids, read_prefs, response_ids
+
+    train.validate()
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    check_new_run_dir(out)
+    policy, tok, cfg = load_run(sft_run)
+    rows = []
+    for p in read_prefs(data):
+        prompt = chat_prompt_ids(tok, p.prompt)
+        c, r = prompt + response_ids(tok, p.chosen), prompt + response_ids(tok, p.rejected)
+        if max(len(c), len(r)) <= cfg.model.context_length:
+            rows.append((c, r, len(prompt)))
+    if not rows:
+        raise ValueError(f"{data}: no preference pair fits the context length")
+    _, device = init_distributed(train.device)
+    torch.manual_seed(train.seed)
+    ref_chosen, ref_rejected = torch.zeros(len(rows)), torch.zeros(len(rows))
+    with torch.no_grad():
+        for i in range(0, len(rows), 32):
+            b = _pairs_batch(rows[i : i + 32], tok.pad_id)
+            c, r = sequence_logprobs(policy.eval(), b["ids"], b["mask"]).chunk(2)
+            ref_chosen[i : i + len(c)], ref_rejected[i : i + len(c)] = c, r
+
+    def batch(step: int, micro: int) -> dict[str, Tensor]:
+        pick = np.random.default_rng([train.seed, step, micro]).integers(
+            0, len(rows), train.batch_size
+        )
+        b = _pairs_batch([rows[i] for i in pick], tok.pad_id)
+        b["ref_chosen"], b["ref_rejected"] = ref_chosen[pick], ref_rejected[pick]
+        return b
+
+    def objective(model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        chosen, rejected = sequence_logprobs(model, b["ids"], b["mask"]).chunk(2)
+        loss, metrics = dpo_loss(chosen, rejected, b["ref_chosen"], b["ref_rejected"], beta)
+        return with_router_losses(model, loss), metrics
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.train = train
+    cfg.save(out / "config.json")
+    tok.save(out / "tokenizer.json")
+    trainer = Trainer(policy.train(), train, out, device=device, show_progress=show_progress)
+    last = trainer.fit(objective, batch, 0)
+    console.print(f"DPO done: {json.dumps({k: round(v, 4) for k, v in last.items()})}")
+    return last

@@ -9,12 +9,38 @@ rollout's values.
 
 from __future__ import annotations
 
+import copy
+import json
+import random
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from rich.console import Console
+from torch import Tensor, nn
 
-from lmlab.train.rl import masked_mean, masked_whiten
+from lmlab.config import PPOConfig, TrainConfig
+from lmlab.data import world
+from lmlab.data.prefs import chat_prompt_ids, gold_score, world_prompts
+from lmlab.infer import Engine, SamplingParams
+from lmlab.model.heads import gather_at
+from lmlab.model.moe import with_router_losses
+from lmlab.train.checkpoint import load_run
+from lmlab.train.loop import Trainer
+from lmlab.train.pretrain import check_new_run_dir
+from lmlab.train.reward import load_reward_model
+from lmlab.train.rl import (
+    entropy,
+    masked_mean,
+    masked_whiten,
+    pad_rows,
+    response_mask,
+    token_logprobs,
+)
+
+console = Console(stderr=True)
 
 
 def per_token_rewards(score: Tensor, kl: Tensor, mask: Tensor, beta: float) -> Tensor:
@@ -94,3 +120,167 @@ class AdaptiveKL:
             error = max(-0.2, min(0.2, kl / self.target - 1))
             self.beta *= 1 + error * n_samples / self.horizon
         return self.beta
+
+
+# --- the phase driver -------------------------------------------------------------------------
+
+
+def _policy_objective(temperature: float, clip: float) -> Any:
+    def objective(model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logits = model(b["ids"])
+        logp = token_logprobs(logits, b["ids"], temperature)
+        out = policy_loss(logp, b["old_logp"], b["adv"], b["mask"], clip)
+        with torch.no_grad():
+            ent = masked_mean(entropy(logits, temperature), b["mask"])
+        return with_router_losses(model, out.loss), {
+            "clipfrac": float(out.clipfrac),
+            "approx_kl": float(out.approx_kl),
+            "entropy": float(ent),
+        }
+
+    return objective
+
+
+def _value_objective(clip: float) -> Any:
+    def objective(model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        values = model(b["ids"])[:, :-1]
+        loss, frac = value_loss(values, b["old_values"], b["returns"], b["mask"], clip)
+        return loss, {"vf_clipfrac": float(frac)}
+
+    return objective
+
+
+def train_ppo(
+    sft_run: Path,
+    reward_run: Path,
+    out: Path,
+    train: TrainConfig,
+    cfg: PPOConfig,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """PPO from `sft_run` against the reward model in `reward_run`; `out` holds the policy run
+    (loadable like any run) and `out/value` the value model."""
+    cfg.validate()
+    train.validate()
+    check_new_run_dir(out)
+    policy, tok, run_cfg = load_run(sft_run)
+    reward_model, rm_tok = load_reward_model(reward_run)
+    if rm_tok.hf.to_str() != tok.hf.to_str():
+        raise ValueError(f"reward model {reward_run} uses a different tokenizer from {sft_run}")
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    value_model = copy.deepcopy(reward_model)  # value model initialised from the reward model
+    reward_model.requires_grad_(False)
+    torch.manual_seed(train.seed)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "value").mkdir()
+    run_cfg.train = train
+    for d in (out, out / "value"):
+        run_cfg.save(d / "config.json")
+        tok.save(d / "tokenizer.json")
+    train_p = copy.deepcopy(train)
+    train_p.max_steps = cfg.iterations * cfg.epochs * -(-cfg.prompts_per_iter // cfg.minibatch)
+    p_trainer = Trainer(policy, train_p, out, show_progress=False)
+    v_trainer = Trainer(value_model, train_p, out / "value", show_progress=False)
+    kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target)
+    engine = Engine(policy, tok, max_batch=cfg.prompts_per_iter)
+    tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
+    problems = world_prompts(tasks, cfg.prompts_per_iter * cfg.iterations, train.seed)
+    rng = random.Random(train.seed)
+    p_obj, v_obj = _policy_objective(cfg.temperature, cfg.clip), _value_objective(cfg.vf_clip)
+    last: dict[str, Any] = {}
+    for it in range(cfg.iterations):
+        chunk = problems[it * cfg.prompts_per_iter : (it + 1) * cfg.prompts_per_iter]
+        prompts = [
+            chat_prompt_ids(tok, world.prompt(p, rng.random() < cfg.step_by_step_fraction))
+            for p in chunk
+        ]
+        params = SamplingParams(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=train.seed + it
+        )
+        t0 = time.perf_counter()
+        comps = [c[0] for c in engine.generate(prompts, params)]
+        t1 = time.perf_counter()
+        ids, lengths = pad_rows(
+            [p + c.token_ids for p, c in zip(prompts, comps, strict=True)], tok.pad_id
+        )
+        prompt_lens = torch.tensor([len(p) for p in prompts])
+        mask = response_mask(prompt_lens, lengths, ids.shape[1])
+        ended = torch.tensor([c.finish_reason == "stop" for c in comps], dtype=torch.float32)
+        with torch.no_grad():
+            policy.eval()
+            old_logp = token_logprobs(policy(ids), ids, cfg.temperature)
+            ref_logp = token_logprobs(ref(ids), ids, cfg.temperature)
+            score = gather_at(reward_model(ids), lengths - 1)
+            score = score + cfg.no_eos_penalty * (1 - ended)
+            old_values = value_model(ids)[:, :-1] * mask
+            kl = (old_logp - ref_logp) * mask
+            rewards = per_token_rewards(score, kl, mask, kl_ctl.beta)
+            adv, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            adv = whiten_advantages(adv, mask)
+        batch = {
+            "ids": ids,
+            "mask": mask,
+            "old_logp": old_logp,
+            "adv": adv,
+            "old_values": old_values,
+            "returns": returns,
+        }
+        t2 = time.perf_counter()
+        stats: dict[str, list[float]] = {}
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(prompts))
+            for lo in range(0, len(prompts), cfg.minibatch):
+                idx = order[lo : lo + cfg.minibatch]
+                mb = {k: v[idx] for k, v in batch.items()}
+                for k, v in {**p_trainer.step(p_obj, [mb]), **v_trainer.step(v_obj, [mb])}.items():
+                    stats.setdefault(k, []).append(v)
+        t3 = time.perf_counter()
+        mean_kl = float(kl.sum(1).mean())
+        gold = [gold_score(p, c.text) for p, c in zip(chunk, comps, strict=True)]
+        row = {
+            "step": it + 1,
+            "tokens": int(mask.sum()),
+            "score": float(score.mean()),
+            "gold": sum(gold) / len(gold),
+            "kl": mean_kl,
+            "total_reward": float(rewards.sum(1).mean()),
+            "kl_beta": kl_ctl.beta,
+            "response_len": float((lengths - prompt_lens).float().mean()),
+            "end_rate": float(ended.mean()),
+            "time_generate_s": t1 - t0,
+            "time_score_s": t2 - t1,
+            "time_train_s": t3 - t2,
+            **{k: sum(v) / len(v) for k, v in stats.items() if k not in ("lr", "grad_norm")},
+        }
+        row["train_loss"] = row.pop("loss", float("nan"))
+        kl_ctl.update(mean_kl, len(prompts))
+        p_trainer.log(row)
+        with (out / "samples.jsonl").open("a") as f:  # a few rollouts per iteration, to read
+            for p, c, sc, g in list(zip(chunk, comps, score.tolist(), gold, strict=True))[:2]:
+                f.write(
+                    json.dumps(
+                        {
+                            "step": it + 1,
+                            "question": p.question,
+                            "response": c.text,
+                            "score": sc,
+                            "gold": g,
+                        }
+                    )
+                    + "\n"
+                )
+        last = row
+        if show_progress:
+            console.print(
+                f"iter {it + 1:>4}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
+                f"reward {row['total_reward']:+.3f}  entropy {row.get('entropy', 0):.3f}  "
+                f"clipfrac {row.get('clipfrac', 0):.3f}  len {row['response_len']:.1f}  "
+                f"end {row['end_rate']:.2f}"
+            )
+    p_trainer.save()
+    v_trainer.save()
+    (out / "ppo.json").write_text(
+        json.dumps({"sft": str(sft_run), "reward": str(reward_run), "last": last}, indent=2) + "\n"
+    )
+    return last

@@ -1,16 +1,157 @@
 """Reward modelling: the Bradley-Terry objective on preference pairs (Christiano et al. 2017;
-Ouyang et al. 2022).
+Ouyang et al. 2022), and the driver that trains a reward model from an SFT run.
 
 P(chosen > rejected) = sigmoid(r(chosen) - r(rejected)); the loss is its negative log-likelihood.
+The reward model is the SFT transformer with a scalar head (`model/heads.py`), read at the
+response's closing <|end|> token, and shifted after training so that the responses in the
+preference data (sampled from the SFT policy) score 0 on average.
 """
 
 from __future__ import annotations
 
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from rich.console import Console
+from torch import Tensor, nn
+
+from lmlab.config import RunConfig, TrainConfig
+from lmlab.data.prefs import Pair, PrefsError, chat_prompt_ids, read_prefs, response_ids
+from lmlab.data.tokenizer import Tokenizer
+from lmlab.model.heads import ScalarHeadModel, gather_at, set_reward_offset
+from lmlab.model.moe import with_router_losses
+from lmlab.model.transformer import Transformer
+from lmlab.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_run
+from lmlab.train.loop import Trainer, init_distributed
+from lmlab.train.pretrain import check_new_run_dir
+from lmlab.train.rl import pad_rows
+
+console = Console(stderr=True)
+REWARD_FILE = "reward.json"
 
 
 def bradley_terry(r_chosen: Tensor, r_rejected: Tensor) -> tuple[Tensor, Tensor]:
     """(mean loss, accuracy) for reward pairs [B]; accuracy counts strict wins of `chosen`."""
     loss = -F.logsigmoid(r_chosen - r_rejected).mean()
     return loss, (r_chosen > r_rejected).float().mean()
+
+
+def encode_pairs(
+    tok: Tokenizer, pairs: list[Pair], context: int
+) -> list[tuple[list[int], list[int]]]:
+    """(chosen ids, rejected ids) of each pair that fits the context: chat prompt + reply."""
+    out = []
+    for p in pairs:
+        prompt = chat_prompt_ids(tok, p.prompt)
+        c, r = prompt + response_ids(tok, p.chosen), prompt + response_ids(tok, p.rejected)
+        if max(len(c), len(r)) <= context:
+            out.append((c, r))
+    return out
+
+
+def pair_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Tensor]:
+    """Chosen rows then rejected rows, padded to one width, with each row's last index."""
+    ids, lengths = pad_rows([c for c, _ in rows] + [r for _, r in rows], pad_id)
+    return {"ids": ids, "last": lengths - 1}
+
+
+def bt_objective(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    scores = gather_at(model(batch["ids"]), batch["last"])
+    chosen, rejected = scores.chunk(2)
+    loss, acc = bradley_terry(chosen, rejected)
+    return with_router_losses(model, loss), {"accuracy": float(acc)}
+
+
+@torch.no_grad()
+def score_rows(model: nn.Module, rows: list[list[int]], pad_id: int, batch: int = 32) -> Tensor:
+    """Reward of each token-id row (read at its last token)."""
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch):
+        ids, lengths = pad_rows(rows[i : i + batch], pad_id)
+        out.append(gather_at(model(ids), lengths - 1))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def load_reward_model(run_dir: Path) -> tuple[ScalarHeadModel, Tokenizer]:
+    """A reward model run written by `train_reward_model`."""
+    if not (run_dir / REWARD_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a reward model run (no {REWARD_FILE})")
+    cfg = RunConfig.load(run_dir / "config.json")
+    model = ScalarHeadModel(Transformer(cfg.model))
+    load_checkpoint(latest_checkpoint(run_dir), model)
+    return model.eval(), Tokenizer.load(run_dir / "tokenizer.json")
+
+
+def train_reward_model(
+    sft_run: Path,
+    data: Path,
+    out: Path,
+    train: TrainConfig,
+    val_fraction: float = 0.1,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train a Bradley-Terry reward model from `sft_run` on preference pairs in `data`."""
+    train.validate()
+    check_new_run_dir(out)
+    trunk, tok, cfg = load_run(sft_run)
+    pairs = read_prefs(data)
+    rows = encode_pairs(tok, pairs, cfg.model.context_length)
+    if len(rows) < 4:
+        raise PrefsError(f"{data}: need at least 4 usable pairs, found {len(rows)}")
+    order = list(range(len(rows)))
+    random.Random(train.seed).shuffle(order)
+    n_val = max(2, int(len(rows) * val_fraction))
+    val = [rows[i] for i in order[:n_val]]
+    train_rows = [rows[i] for i in order[n_val:]]
+    _, device = init_distributed(train.device)
+    torch.manual_seed(train.seed)
+    model = ScalarHeadModel(trunk.train())
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.train = train
+    cfg.save(out / "config.json")
+    tok.save(out / "tokenizer.json")
+    trainer = Trainer(model, train, out, device=device, show_progress=show_progress)
+
+    def batch(step: int, micro: int) -> dict[str, Tensor]:
+        rng = np.random.default_rng([train.seed, step, micro])
+        pick = rng.integers(0, len(train_rows), train.batch_size)
+        return pair_batch([train_rows[i] for i in pick], tok.pad_id)
+
+    val_batches = [
+        pair_batch(val[i : i + train.batch_size], tok.pad_id)
+        for i in range(0, len(val), train.batch_size)
+    ]
+    trainer.fit(bt_objective, batch, 0, lambda: val_batches)
+
+    # held-out accuracy against the "longer answer wins" baseline
+    sc = score_rows(model, [c for c, _ in val], tok.pad_id)
+    sr = score_rows(model, [r for _, r in val], tok.pad_id)
+    accuracy = float((sc > sr).float().mean())
+    longer = float(np.mean([len(c) > len(r) for c, r in val]))
+    # normalise: responses sampled from the SFT policy score 0 on average
+    everything = [c for c, _ in train_rows] + [r for _, r in train_rows]
+    offset = float(score_rows(model, everything, tok.pad_id).mean())
+    set_reward_offset(model, offset)
+    trainer.save()
+    summary = {
+        "kind": "reward",
+        "sft": str(sft_run),
+        "data": str(data),
+        "train_pairs": len(train_rows),
+        "val_pairs": len(val),
+        "heldout_accuracy": accuracy,
+        "length_baseline_accuracy": longer,
+        "offset": offset,
+    }
+    (out / REWARD_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(
+        f"held-out accuracy {accuracy:.3f} (longer-answer baseline {longer:.3f}) "
+        f"on {len(val)} pairs"
+    )
+    return summary

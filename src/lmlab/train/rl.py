@@ -57,3 +57,19 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k1") -> Tensor:
     if kind == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"unknown KL estimator {kind!r}; choose k1, k2 or k3")
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-padded ids [B, T] and each row's length [B] (causal models ignore the padding)."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids, torch.tensor([len(r) for r in rows])
+
+
+def response_mask(prompt_lens: Tensor, lengths: Tensor, width: int) -> Tensor:
+    """[B, width - 1] mask aligned with `token_logprobs`: 1 where the next token is a response
+    token (positions prompt_len - 1 .. length - 2)."""
+    pos = torch.arange(width - 1)[None]
+    return ((pos >= prompt_lens[:, None] - 1) & (pos < lengths[:, None] - 1)).float()

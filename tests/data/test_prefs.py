@@ -1,0 +1,31 @@
+"""Tests for lmlab.data.prefs: the gold annotator and pair labelling."""
+
+from __future__ import annotations
+
+import random
+
+from lmlab.data import world
+from lmlab.data.prefs import gold_score, label_pairs
+
+
+def test_gold_prefers_correct_then_answer_line_then_brevity() -> None:
+    p = world.generate("arith", 1, seed=3, digits=2, op="add")[0]
+    right_short = f"Answer: {p.answer}"
+    right_long = p.trace
+    wrong = "Answer: -1"
+    assert gold_score(p, right_short) > gold_score(p, wrong)
+    assert gold_score(p, right_long) > gold_score(p, wrong)
+    assert gold_score(p, right_short) > gold_score(p, f"{p.answer}\nthat is all")
+    assert gold_score(p, right_short) >= gold_score(p, right_long)
+
+
+def test_label_pairs_chooses_higher_gold_and_noise_flips() -> None:
+    p = world.generate("arith", 1, seed=3, digits=2, op="add")[0]
+    responses = [f"Answer: {p.answer}", "Answer: -1", "no idea"]
+    pairs = label_pairs(p, "q", responses, random.Random(0), noise=0.0)
+    assert pairs and all(x.chosen == responses[0] for x in pairs)
+    flipped = label_pairs(p, "q", responses, random.Random(0), noise=0.4999)
+    noisy = [label_pairs(p, "q", responses, random.Random(s), noise=0.3) for s in range(200)]
+    rate = sum(x.meta["flipped"] for ps in noisy for x in ps) / sum(len(ps) for ps in noisy)
+    assert 0.2 < rate < 0.4
+    assert all(x.meta["source"] == "world" for x in flipped)
