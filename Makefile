@@ -19,11 +19,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# A second `make demo` continues (or simply reloads) the same run instead of refusing it.
+# Pretrains the tiny preset on the built-in task world (a few minutes on 2 CPU cores), then asks
+# it a few questions greedily. A second `make demo` continues (or simply reloads) the same run.
+DEMO_PROMPTS := "Question: What is 23 + 45?" "Question: Reverse the string \"lmlab\"."
 demo: install
 	if [ -f runs/demo/config.json ]; then $(BIN)/lmlab pretrain --resume runs/demo; \
-	else $(BIN)/lmlab pretrain --preset tiny --out runs/demo --train.max-steps 400; fi
-	$(BIN)/lmlab sample runs/demo --prompt "def " --max-new-tokens 120 --n 2
+	else $(BIN)/lmlab pretrain --preset tiny --corpus world --out runs/demo --train.max-steps 400; fi
+	for p in $(DEMO_PROMPTS); do \
+		$(BIN)/lmlab generate runs/demo --prompt "$$p" --temperature 0 --max-new-tokens 48 \
+			--stop "Question:"; done
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
