@@ -383,6 +383,8 @@ class ExportArgs:
     format: Literal["hf"] = "hf"
     """hf: Hugging Face folder (config.json, model.safetensors, tokenizer files) in the Llama
     format, or Mixtral / Qwen2-MoE for MoE models."""
+    drop_selection_bias: bool = False
+    """MoE: export without the aux-loss-free selection bias (no HF format holds it)."""
 
 
 def cmd_export(argv: list[str]) -> None:
@@ -391,7 +393,7 @@ def cmd_export(argv: list[str]) -> None:
     from lmlab.train.checkpoint import load_run
 
     model, tok, _ = load_run(args.run)
-    export_hf(model, tok, args.out)  # type: ignore[arg-type]
+    export_hf(model, tok, args.out, args.drop_selection_bias)  # type: ignore[arg-type]
     console.print(
         f"wrote {args.out} ({hf_format(model.cfg)} format; load it with "  # type: ignore[arg-type]
         "transformers.AutoModelForCausalLM)"

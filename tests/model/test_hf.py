@@ -162,6 +162,8 @@ def test_bad_checkpoints(tmp_path: Path, tok: Tokenizer) -> None:
     biased.blocks[0].ffn.expert_bias[1] = 0.01
     with pytest.raises(HFFormatError, match="selection bias"):
         export_hf(biased, tok, tmp_path / "biased")
+    export_hf(biased, tok, tmp_path / "dropped", drop_selection_bias=True)
+    assert (tmp_path / "dropped" / "model.safetensors").is_file()
     assert not (tmp_path / "sigmoid").exists() and not (tmp_path / "biased").exists()
 
 

@@ -81,10 +81,14 @@ def hf_format(cfg: ModelConfig) -> str:
     return "qwen2_moe"
 
 
-def _moe_to_hf(sd: dict[str, Tensor], b: str, h: str, fmt: str, cfg: ModelConfig) -> dict:
-    if sd[b + "ffn.expert_bias"].abs().max() > 0:
+def _moe_to_hf(
+    sd: dict[str, Tensor], b: str, h: str, fmt: str, cfg: ModelConfig, drop_bias: bool
+) -> dict:
+    if not drop_bias and sd[b + "ffn.expert_bias"].abs().max() > 0:
         raise HFFormatError(
-            "the auxiliary-loss-free selection bias is non-zero; no HF format holds it"
+            "the auxiliary-loss-free selection bias is non-zero and no HF format holds it; "
+            "pass --drop-selection-bias to export without it (expert choice then differs "
+            "slightly from lmlab's)"
         )
     hd = cfg.expert_dim
     w13, w2 = sd[b + "ffn.w13"], sd[b + "ffn.w2"]
@@ -110,8 +114,9 @@ def _moe_to_hf(sd: dict[str, Tensor], b: str, h: str, fmt: str, cfg: ModelConfig
     return out
 
 
-def to_hf_state_dict(model: Transformer) -> dict[str, Tensor]:
-    """The model's weights under HF names (q/k/v and gate/up split apart; experts unstacked)."""
+def to_hf_state_dict(model: Transformer, drop_selection_bias: bool = False) -> dict[str, Tensor]:
+    """The model's weights under HF names (q/k/v and gate/up split apart; experts unstacked).
+    A non-zero MoE selection bias is an error unless `drop_selection_bias`."""
     cfg = model.cfg
     fmt = hf_format(cfg)
     qkv, ffn = _split(cfg)
@@ -134,7 +139,7 @@ def to_hf_state_dict(model: Transformer) -> dict[str, Tensor]:
             for name, t in zip("qkv", (q, k, v), strict=True):
                 out[h + f"self_attn.{name}_proj.bias"] = torch.zeros(t.shape[0])
         if cfg.moe.is_moe_layer(i):
-            out |= _moe_to_hf(sd, b, h, fmt, cfg)
+            out |= _moe_to_hf(sd, b, h, fmt, cfg, drop_selection_bias)
         else:
             gate, up = sd[b + "ffn.w13.weight"].split(ffn)
             out |= {
@@ -282,12 +287,15 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer | None = None) -> dict[str, Any]:
     } | extra
 
 
-def export_hf(model: Transformer, tok: Tokenizer, out: Path) -> Path:
-    """Write `model` and `tok` as a Hugging Face Llama folder `out` (new or empty)."""
+def export_hf(
+    model: Transformer, tok: Tokenizer, out: Path, drop_selection_bias: bool = False
+) -> Path:
+    """Write `model` and `tok` as a Hugging Face folder `out` (new or empty) in the Llama,
+    Mixtral or Qwen2-MoE format (see `hf_format`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HFFormatError(f"{out} exists and is not an empty directory; choose another --out")
-    weights = to_hf_state_dict(model)
+    weights = to_hf_state_dict(model, drop_selection_bias)
     out.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     cfg = model.cfg
