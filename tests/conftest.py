@@ -91,3 +91,14 @@ def prefs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run the CLI expecting a user error: exit code 2 and one `error: ...` line, no traceback."""
+    from lmlab.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmlab.cli import main
+from tests.conftest import user_error
 
 TINY = [
     "--model.n-layer",
@@ -22,14 +23,6 @@ TINY = [
     "1",
     "--quiet",
 ]
-
-
-def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 def test_pretrain_sample_info_resume(
@@ -64,7 +57,7 @@ def test_pretrain_sample_info_resume(
 
     # an output directory that already holds a run is refused and left untouched
     before = (out / "config.json").read_text()
-    err = _err(capsys, [*argv[:-1], str(out)])
+    err = user_error(capsys, [*argv[:-1], str(out)])
     assert "already holds a run" in err
     assert (out / "config.json").read_text() == before
 
@@ -103,14 +96,14 @@ def test_pretrain_bad_input(
         "--out",
         str(tmp_path / "out"),
     ]
-    assert expect in _err(capsys, base + extra)
+    assert expect in user_error(capsys, base + extra)
     assert not (tmp_path / "out").exists()
 
 
 def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert "no run to resume" in _err(capsys, ["pretrain", "--resume", str(tmp_path)])
+    assert "no run to resume" in user_error(capsys, ["pretrain", "--resume", str(tmp_path)])
     (tmp_path / "config.json").write_text("{}")
-    assert "no checkpoint" in _err(capsys, ["pretrain", "--resume", str(tmp_path)])
+    assert "no checkpoint" in user_error(capsys, ["pretrain", "--resume", str(tmp_path)])
 
 
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lmlab.cli import main
+from tests.conftest import user_error
 from tests.scaling.test_fit import chinchilla_loss
 
 TINY = [
@@ -34,14 +35,6 @@ TINY = [
     "--sizes",
     "3",
 ]
-
-
-def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 def _write_csv(path: Path, seed: int = 0) -> None:
@@ -178,10 +171,10 @@ def test_bad_input_is_one_line(
 ) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("params,loss\n1e6,3.0\n")
-    assert "lacks column(s) tokens" in _err(capsys, ["scaling", "fit", str(bad)])
+    assert "lacks column(s) tokens" in user_error(capsys, ["scaling", "fit", str(bad)])
     bad.write_text("params,tokens,loss\n1e6,1e7,0\n")
-    assert "loss must be a positive number" in _err(capsys, ["scaling", "fit", str(bad)])
-    assert "too small for the smallest shape" in _err(
+    assert "loss must be a positive number" in user_error(capsys, ["scaling", "fit", str(bad)])
+    assert "too small for the smallest shape" in user_error(
         capsys,
         [
             "scaling",
@@ -195,9 +188,9 @@ def test_bad_input_is_one_line(
             str(tmp_path / "s"),
         ],
     )
-    assert "is not a sweep" in _err(capsys, ["scaling", "run", str(tmp_path)])
-    assert "does not exist" in _err(capsys, ["scaling", "fit", str(tmp_path / "nope.csv")])
-    assert "usage: lmlab scaling" in _err(capsys, ["scaling"])
+    assert "is not a sweep" in user_error(capsys, ["scaling", "run", str(tmp_path)])
+    assert "does not exist" in user_error(capsys, ["scaling", "fit", str(tmp_path / "nope.csv")])
+    assert "usage: lmlab scaling" in user_error(capsys, ["scaling"])
     # A sweep directory that belongs to another corpus.
     other = tmp_path / "other.txt"
     other.write_text("y = 2\n" * 300)
@@ -218,7 +211,7 @@ def test_bad_input_is_one_line(
         )
         == 0
     )
-    assert "holds a sweep on corpus" in _err(
+    assert "holds a sweep on corpus" in user_error(
         capsys,
         ["scaling", "plan", "--corpus", str(other), *TINY, "--budgets", "2e7", "--out", str(sweep)],
     )
