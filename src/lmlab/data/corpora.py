@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from lmlab.data.jsonl import read_jsonl
 
 TEXT_SUFFIXES = {
     ".txt",
@@ -123,20 +124,10 @@ def python_stdlib(val_fraction: float = 0.02) -> Corpus:
 
 def _jsonl(path: Path, text_field: str) -> list[str]:
     docs = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                    raise CorpusError(f"{path}:{lineno}: no string field {text_field!r}")
-                docs.append(row[text_field])
-    except (OSError, UnicodeDecodeError) as e:
-        raise CorpusError(f"cannot read {path}: {e}") from None
+    for where, row in read_jsonl(path, CorpusError):
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            raise CorpusError(f"{where}: no string field {text_field!r}")
+        docs.append(row[text_field])
     return docs
 
 

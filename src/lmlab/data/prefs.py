@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress
 
+from lmlab.data.jsonl import read_jsonl
 from lmlab.data.tokenizer import Tokenizer
 
 BREVITY_CHARS = 400
@@ -165,22 +165,8 @@ def generate_prefs(
 
 def read_prefs(path: Path) -> list[Pair]:
     """Preference pairs from JSONL; malformed rows raise PrefsError naming file and line."""
-    return list(_iter_prefs(path))
-
-
-def _iter_prefs(path: Path) -> Iterator[Pair]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise PrefsError(f"cannot read {path}: {e}") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PrefsError(f"{where}: malformed JSON ({e.msg})") from None
+    pairs = []
+    for where, row in read_jsonl(path, PrefsError):
         if not isinstance(row, dict) or not all(
             isinstance(row.get(key), str) for key in ("prompt", "chosen", "rejected")
         ):
@@ -190,4 +176,5 @@ def _iter_prefs(path: Path) -> Iterator[Pair]:
         if row["chosen"] == row["rejected"]:
             raise PrefsError(f"{where}: chosen and rejected are identical")
         meta = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
-        yield Pair(row["prompt"], row["chosen"], row["rejected"], meta)
+        pairs.append(Pair(row["prompt"], row["chosen"], row["rejected"], meta))
+    return pairs

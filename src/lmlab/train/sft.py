@@ -27,6 +27,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from lmlab.config import RunConfig, SFTConfig, TrainConfig
+from lmlab.data.jsonl import read_jsonl
 from lmlab.data.tokenizer import ROLES, Message, Tokenizer
 from lmlab.model.moe import with_router_losses
 from lmlab.train.checkpoint import load_run
@@ -68,23 +69,10 @@ def check_chat(messages: Any, where: str) -> list[Message]:
 def load_chats(path: Path) -> list[list[Message]]:
     """Chats from a JSONL file, one `{"messages": [...]}` object per line (blank lines skipped)."""
     chats = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SFTDataError(f"{where}: malformed JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise SFTDataError(f'{where}: expected an object with a "messages" list')
-                chats.append(check_chat(row.get("messages"), where))
-    except FileNotFoundError:
-        raise SFTDataError(f"chat file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SFTDataError(f"cannot read {path}: {e}") from None
+    for where, row in read_jsonl(path, SFTDataError):
+        if not isinstance(row, dict):
+            raise SFTDataError(f'{where}: expected an object with a "messages" list')
+        chats.append(check_chat(row.get("messages"), where))
     if not chats:
         raise SFTDataError(f"{path} holds no chats")
     return chats
