@@ -406,7 +406,7 @@ def import_hf(src: Path, out: Path) -> Path:
     The folder's tokenizer.json must reserve lmlab's chat tokens at ids 0..5 (every lmlab export
     does); other vocabularies are refused, since the chat template and the engine rely on them.
     """
-    from lmlab.train.checkpoint import save_checkpoint
+    from lmlab.train.checkpoint import save_checkpoint, write_run_files
     from lmlab.train.pretrain import check_new_run_dir
 
     src, out = Path(src), Path(out)
@@ -420,8 +420,6 @@ def import_hf(src: Path, out: Path) -> Path:
     except Exception as e:  # tokenizers raises bare Exceptions for malformed files
         raise HFFormatError(f"cannot use {src / 'tokenizer.json'}: {e}") from None
     model = load_hf(src)
-    out.mkdir(parents=True, exist_ok=True)
-    RunConfig(model=model.cfg).save(out / "config.json")
-    tok.save(out / "tokenizer.json")
+    write_run_files(out, RunConfig(model=model.cfg), tok)
     save_checkpoint(out, model, None, {"step": 0, "tokens": 0, "imported_from": str(src)})
     return out

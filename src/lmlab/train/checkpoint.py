@@ -206,6 +206,13 @@ def load_checkpoint(
     return json.loads((path / "state.json").read_text())
 
 
+def write_run_files(run_dir: Path, cfg: Any, tok: Any) -> None:
+    """Create a run directory with its `config.json` (a RunConfig) and `tokenizer.json`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")
+    tok.save(run_dir / "tokenizer.json")
+
+
 def load_run(run_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any, Any]:
     """Model (eval mode, latest weights), tokenizer and RunConfig of a run directory."""
     from lmlab.config import RunConfig

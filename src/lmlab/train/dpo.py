@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from lmlab.config import TrainConfig
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run
+from lmlab.train.checkpoint import load_run, write_run_files
 from lmlab.train.loop import Trainer, init_distributed
 from lmlab.train.pretrain import check_new_run_dir
 from lmlab.train.rl import pad_rows, response_mask, token_logprobs
@@ -100,10 +100,8 @@ def train_dpo(
         loss, metrics = dpo_loss(chosen, rejected, b["ref_chosen"], b["ref_rejected"], beta)
         return with_router_losses(model, loss), metrics
 
-    out.mkdir(parents=True, exist_ok=True)
     cfg.train = train
-    cfg.save(out / "config.json")
-    tok.save(out / "tokenizer.json")
+    write_run_files(out, cfg, tok)
     trainer = Trainer(policy.train(), train, out, device=device, show_progress=show_progress)
     last = trainer.fit(objective, batch, 0)
     console.print(f"DPO done: {json.dumps({k: round(v, 4) for k, v in last.items()})}")

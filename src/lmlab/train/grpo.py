@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from lmlab.config import GRPOConfig, TrainConfig
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run
+from lmlab.train.checkpoint import load_run, write_run_files
 from lmlab.train.loop import Trainer, init_distributed
 from lmlab.train.pretrain import check_new_run_dir
 from lmlab.train.rl import kl_estimate, masked_mean, pad_rows, response_mask, token_logprobs
@@ -74,10 +74,8 @@ def train_grpo(
     before = evaluate(policy, tok, [cfg.task], strategy, cfg.eval_n)["tasks"][cfg.task]
     console.print(f"SFT accuracy on {cfg.task} ({strategy}): {before['accuracy']:.3f}")
 
-    out.mkdir(parents=True, exist_ok=True)
     run_cfg.train = train
-    run_cfg.save(out / "config.json")
-    tok.save(out / "tokenizer.json")
+    write_run_files(out, run_cfg, tok)
     trainer = Trainer(policy, train, out, device=device, show_progress=False)
     engine = Engine(policy, tok, max_batch=cfg.prompts_per_step * cfg.k)
     objective = grpo_objective(cfg.temperature, cfg.kl_beta)

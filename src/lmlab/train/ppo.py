@@ -27,7 +27,7 @@ from lmlab.data.prefs import chat_prompt_ids, gold_score, world_prompts
 from lmlab.infer import Engine, SamplingParams
 from lmlab.model.heads import gather_at
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run
+from lmlab.train.checkpoint import load_run, write_run_files
 from lmlab.train.loop import Trainer
 from lmlab.train.pretrain import check_new_run_dir
 from lmlab.train.reward import load_reward_model
@@ -172,12 +172,9 @@ def train_ppo(
     reward_model.requires_grad_(False)
     torch.manual_seed(train.seed)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "value").mkdir()
     run_cfg.train = train
     for d in (out, out / "value"):
-        run_cfg.save(d / "config.json")
-        tok.save(d / "tokenizer.json")
+        write_run_files(d, run_cfg, tok)
     train_p = copy.deepcopy(train)
     train_p.max_steps = cfg.iterations * cfg.epochs * -(-cfg.prompts_per_iter // cfg.minibatch)
     p_trainer = Trainer(policy, train_p, out, show_progress=False)

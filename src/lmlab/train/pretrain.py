@@ -19,7 +19,7 @@ from lmlab.data.shards import Batches, Shards, build_shards, cache_root
 from lmlab.data.tokenizer import Tokenizer, build_tokenizer
 from lmlab.model.moe import router_losses, routing_metrics
 from lmlab.model.transformer import Transformer, flops_per_token, param_counts
-from lmlab.train.checkpoint import CheckpointError, latest_checkpoint
+from lmlab.train.checkpoint import CheckpointError, latest_checkpoint, write_run_files
 from lmlab.train.loop import Trainer, init_distributed
 
 console = Console(stderr=True)
@@ -145,12 +145,7 @@ def pretrain(
     model = Transformer(cfg.model)
     trainer = Trainer(model, cfg.train, out, rank_info, device, show_progress)
     if rank_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            cfg.save(out / "config.json")
-            tok.save(out / "tokenizer.json")
-        else:
-            cfg.save(out / "config.json")  # records a raised max_steps
+        write_run_files(out, cfg, tok)  # on resume: records a raised max_steps
     if resume:
         trainer.resume()
     if rank_info.is_main:

@@ -26,7 +26,13 @@ from lmlab.data.tokenizer import Tokenizer
 from lmlab.model.heads import ScalarHeadModel, gather_at, set_reward_offset
 from lmlab.model.moe import with_router_losses
 from lmlab.model.transformer import Transformer
-from lmlab.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_run
+from lmlab.train.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_run,
+    write_run_files,
+)
 from lmlab.train.loop import Trainer, init_distributed
 from lmlab.train.pretrain import check_new_run_dir
 from lmlab.train.rl import pad_rows
@@ -112,10 +118,8 @@ def train_reward_model(
     _, device = init_distributed(train.device)
     torch.manual_seed(train.seed)
     model = ScalarHeadModel(trunk.train())
-    out.mkdir(parents=True, exist_ok=True)
     cfg.train = train
-    cfg.save(out / "config.json")
-    tok.save(out / "tokenizer.json")
+    write_run_files(out, cfg, tok)
     trainer = Trainer(model, train, out, device=device, show_progress=show_progress)
 
     def batch(step: int, micro: int) -> dict[str, Tensor]:

@@ -30,7 +30,7 @@ from lmlab.config import RunConfig, SFTConfig, TrainConfig
 from lmlab.data.jsonl import read_jsonl
 from lmlab.data.tokenizer import ROLES, Message, Tokenizer
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run
+from lmlab.train.checkpoint import load_run, write_run_files
 from lmlab.train.loop import Trainer, init_distributed
 from lmlab.train.pretrain import check_new_run_dir, next_token_loss
 
@@ -296,9 +296,7 @@ def sft(
         return trainer.evaluate(next_token_loss, batches)
 
     if rank_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        RunConfig(model=base_cfg.model, train=train, data=base_cfg.data).save(out / "config.json")
-        tok.save(out / "tokenizer.json")
+        write_run_files(out, RunConfig(model=base_cfg.model, train=train, data=base_cfg.data), tok)
     info: dict[str, Any] = {
         "base": str(base),
         "sft": asdict(cfg),
