@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,13 @@ def user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert err.startswith("error: ") and "Traceback" not in err
     assert len(err.splitlines()) == 1, err
     return err
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny-model tests: tiny matmuls run far slower with 2
+    threads on a CPU shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
