@@ -9,8 +9,9 @@ and the log-likelihood the model gives the gold response (teacher forcing, no ge
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from lmlab.train.rl import pad_rows, response_mask, sequence_logprobs
 
 
 def exact_match(pred: str, gold: str) -> float:
@@ -65,16 +66,9 @@ def gold_logprobs(
     ]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        seqs = [prompts[i] + golds[i] for i in chunk]
-        width = max(map(len, seqs))
-        x = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            x[r, : len(s)] = torch.tensor(s)  # right padding: causal attention never sees it
-        logp = F.log_softmax(model(x.to(device)).float(), dim=-1).cpu()
-        for r, i in enumerate(chunk):
-            p, g = len(prompts[i]), len(golds[i])
-            # the token at position t is predicted by the logits at t - 1
-            targets = torch.tensor(golds[i])
-            picked = logp[r, p - 1 : p - 1 + g].gather(1, targets[:, None])
-            out[i] = float(picked.sum())
+        ids, lengths = pad_rows([prompts[i] + golds[i] for i in chunk], pad_id=0)
+        mask = response_mask(torch.tensor([len(prompts[i]) for i in chunk]), lengths, ids.shape[1])
+        totals = sequence_logprobs(model, ids.to(device), mask.to(device)).cpu()
+        for i, total in zip(chunk, totals.tolist(), strict=True):
+            out[i] = total
     return out

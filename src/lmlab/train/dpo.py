@@ -22,7 +22,7 @@ from lmlab.model.moe import with_router_losses
 from lmlab.train.checkpoint import load_run, write_run_files
 from lmlab.train.loop import Trainer, init_distributed
 from lmlab.train.pretrain import check_new_run_dir
-from lmlab.train.rl import pad_rows, response_mask, token_logprobs
+from lmlab.train.rl import pad_rows, response_mask, sequence_logprobs
 
 console = Console(stderr=True)
 
@@ -39,11 +39,6 @@ def dpo_loss(
         "reward_margin": float(margin.mean()),
         "reward_accuracy": float((margin > 0).float().mean()),
     }
-
-
-def sequence_logprobs(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    """Sum of the response tokens' log-probs per row [B] (mask from `response_mask`)."""
-    return (token_logprobs(model(ids), ids) * mask).sum(-1)
 
 
 def _pairs_batch(rows: list[tuple[list[int], list[int], int]], pad_id: int) -> dict[str, Tensor]:

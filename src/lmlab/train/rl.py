@@ -1,5 +1,6 @@
-"""Shared pieces of the preference and RL objectives (PPO, DPO, GRPO): per-token log-probs,
-masked statistics and KL estimators.
+"""Shared pieces of the preference and RL objectives (PPO, DPO, GRPO) and of sequence scoring
+(evaluation's gold log-likelihood): padding, per-token log-probs, masked statistics and KL
+estimators.
 
 Conventions: a batch row is `prompt + response` token ids [B, T]; `mask` [B, T-1] is 1 on the
 positions whose *next* token is a response token (the tokens the policy chose), aligned with
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def token_logprobs(logits: Tensor, ids: Tensor, temperature: float = 1.0) -> Tensor:
@@ -73,3 +74,8 @@ def response_mask(prompt_lens: Tensor, lengths: Tensor, width: int) -> Tensor:
     token (positions prompt_len - 1 .. length - 2)."""
     pos = torch.arange(width - 1)[None]
     return ((pos >= prompt_lens[:, None] - 1) & (pos < lengths[:, None] - 1)).float()
+
+
+def sequence_logprobs(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
+    """Sum of the response tokens' log-probs per row [B] (mask from `response_mask`)."""
+    return (token_logprobs(model(ids), ids) * mask).sum(-1)
