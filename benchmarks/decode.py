@@ -79,7 +79,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
 
-    cfg = preset("small").model
+    cfg = preset("small-bpe").model
     # A character vocabulary exactly as large as the model's, so no id is out of the tokenizer.
     extra = cfg.vocab_size - len(SPECIAL_TOKENS) - 256
     tok = char_tokenizer([chr(0x100 + i) for i in range(extra)])

@@ -31,7 +31,7 @@ from lmlab.train.ppo import train_ppo
 
 def make_runs(root: Path) -> tuple[Path, Path]:
     tok = char_tokenizer([p.question + p.trace for p in world.mixed(500, seed=0)])
-    cfg = RunConfig(model=preset("small").model)
+    cfg = RunConfig(model=preset("small-bpe").model)
     cfg.model.vocab_size = -(-tok.vocab_size // 64) * 64
     torch.manual_seed(0)
     policy = Transformer(cfg.model)

@@ -100,7 +100,7 @@ def free_port() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
-    ap.add_argument("--preset", default="small", help="model shape (random weights)")
+    ap.add_argument("--preset", default="small-bpe", help="model shape (random weights)")
     ap.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--quick", action="store_true", help="16 requests of 16 tokens (smoke test)")

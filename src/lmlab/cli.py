@@ -48,7 +48,7 @@ class PretrainArgs:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: Annotated[DataConfig, tyro.conf.arg(name="")] = field(default_factory=DataConfig)
     preset: str = "tiny"
-    """Named preset whose model/train settings are the defaults: tiny, small, gpt2-124m."""
+    """Named preset whose settings are the defaults: tiny, tiny-moe, small, small-bpe, gpt2-124m."""
     out: Path | None = None
     """Run directory (default runs/<preset>)."""
     resume: Path | None = None

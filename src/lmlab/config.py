@@ -310,8 +310,26 @@ PRESETS: dict[str, RunConfig] = {
         ),
         train=TrainConfig(batch_size=16, max_steps=600, lr=3e-3, min_lr=3e-4, warmup_steps=30),
     ),
-    # ~10M parameters.
+    # ~4.9M parameters, character-level with a 512-character context: the world-run preset.
+    # The task world is character-level work (digit-by-digit sums, reversing and counting
+    # letters, ciphers), which characters make visible to the model; 1,100 steps of 8 x 512
+    # characters (4.5M) fit in 30 minutes on 2 CPU cores (docs/world.md).
     "small": RunConfig(
+        model=ModelConfig(vocab_size=4096, context_length=512, n_layer=6, n_head=4, d_model=256),
+        train=TrainConfig(
+            batch_size=8,
+            max_steps=1100,
+            lr=2e-3,
+            min_lr=2e-4,
+            warmup_steps=50,
+            eval_every=220,
+            eval_iters=10,
+        ),
+        data=DataConfig(tokenizer="char"),
+    ),
+    # ~12M parameters with a 4096-token BPE vocabulary: for text and code corpora
+    # (python-stdlib), and the model shape the inference, serving and PPO benchmarks time.
+    "small-bpe": RunConfig(
         model=ModelConfig(vocab_size=4096, context_length=256, n_layer=6, n_head=6, d_model=384),
         train=TrainConfig(
             batch_size=16, max_steps=3000, lr=1.5e-3, min_lr=1.5e-4, warmup_steps=100

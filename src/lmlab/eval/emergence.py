@@ -32,12 +32,12 @@ import tyro
 from lmlab.config import DataConfig, ModelConfig, RunConfig, SFTConfig, TrainConfig
 
 SIZES: dict[str, tuple[int, int, int]] = {
-    # name: (layers, heads, d_model); "tiny" and "small" have the presets' shapes
+    # name: (layers, heads, d_model); "small" has the small preset's shape
     "nano": (2, 2, 64),
     "micro": (3, 3, 96),
     "tiny": (4, 4, 128),
     "mini": (5, 4, 192),
-    "small": (6, 6, 384),
+    "small": (6, 4, 256),
     "medium": (8, 8, 512),
 }
 
@@ -116,16 +116,17 @@ class EmergenceArgs:
 
 
 def size_config(name: str, cfg: LadderConfig) -> RunConfig:
-    """The pretraining config of one size (batch and schedule as the tiny preset; a lower peak
-    learning rate from d_model 256 up, as the small preset)."""
+    """The pretraining config of one size: characters, context and batch as the small preset
+    (the world's tasks are character-level); peak learning rate 3e-3 up to d_model 192, then
+    2e-3 (small) and 1.5e-3 (medium)."""
     layers, heads, d = SIZES[name]
-    lr = 3e-3 if d <= 256 else 1.5e-3
+    lr = 3e-3 if d <= 192 else 2e-3 if d <= 256 else 1.5e-3
     return RunConfig(
         model=ModelConfig(
-            vocab_size=4096, context_length=256, n_layer=layers, n_head=heads, d_model=d
+            vocab_size=4096, context_length=512, n_layer=layers, n_head=heads, d_model=d
         ),
         train=TrainConfig(
-            batch_size=16,
+            batch_size=8,
             max_steps=cfg.steps,
             lr=lr,
             min_lr=lr / 10,
@@ -134,7 +135,7 @@ def size_config(name: str, cfg: LadderConfig) -> RunConfig:
             eval_iters=5,
             device=cfg.device,
         ),
-        data=DataConfig(corpus=cfg.corpus, tokenizer="bpe"),
+        data=DataConfig(corpus=cfg.corpus, tokenizer="char"),
     )
 
 
