@@ -607,7 +607,8 @@ class EvalArgs:
     batch_size: int = 32
     """Prompts generated together."""
     max_new_tokens: int | None = None
-    """Generation budget per answer (default: twice the longest gold reply, within context)."""
+    """Generation budget per answer (default: twice the longest gold reply, within context; 96
+    with --judge world)."""
     out: Path | None = None
     """Write the full report (metrics and example outputs) to this JSON file."""
     device: str = "cpu"
@@ -632,7 +633,14 @@ def cmd_eval(argv: list[str]) -> None:
 
         if args.baseline is None:
             raise ValueError("--judge world compares two runs: give --baseline RUN")
-        report = win_rate(args.run, args.baseline, tasks, args.n, args.seed)
+        report = win_rate(
+            args.run,
+            args.baseline,
+            tasks,
+            args.n,
+            args.seed,
+            max_new_tokens=args.max_new_tokens or 96,
+        )
         console.print_json(data=report)
         if args.out is not None:
             write_atomic(args.out, json.dumps(report, indent=2) + "\n")

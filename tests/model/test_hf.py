@@ -210,3 +210,10 @@ def test_import_of_transformers_mixtral_gives_same_logits(tmp_path: Path, tok: T
     ids = random_ids()
     with torch.no_grad():
         torch.testing.assert_close(model(ids), hf(ids).logits, rtol=0, atol=ATOL)
+
+
+def test_smeared_model_does_not_export(tmp_path: Path, tok: Tokenizer) -> None:
+    model = Transformer(tiny_model_config(vocab_size=-(-tok.vocab_size // 64) * 64, smear=True))
+    with pytest.raises(HFFormatError, match="token smearing"):
+        export_hf(model, tok, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

@@ -11,11 +11,14 @@ from lmlab.model.transformer import Transformer, flops_per_token, param_counts
 from tests.conftest import tiny_model_config
 
 
-@pytest.mark.parametrize("n_kv_head", [None, 2, 1])
-def test_causal_masking(n_kv_head: int | None) -> None:
+@pytest.mark.parametrize(("n_kv_head", "smear"), [(None, False), (2, False), (1, False), (2, True)])
+def test_causal_masking(n_kv_head: int | None, smear: bool) -> None:
     """Changing a future token never changes the logits of earlier positions."""
     torch.manual_seed(0)
-    model = Transformer(tiny_model_config(n_kv_head=n_kv_head)).eval()
+    model = Transformer(tiny_model_config(n_kv_head=n_kv_head, smear=smear)).eval()
+    if model.smear is not None:
+        with torch.no_grad():
+            model.smear.fill_(1.0)
     x = torch.randint(0, 128, (2, 20))
     base = model(x)
     for t in (0, 7, 19):
@@ -28,7 +31,13 @@ def test_causal_masking(n_kv_head: int | None) -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"tie_embeddings": False}, {"n_kv_head": 2}, {"n_kv_head": 1, "d_ff": 50}],
+    [
+        {},
+        {"tie_embeddings": False},
+        {"n_kv_head": 2},
+        {"n_kv_head": 1, "d_ff": 50},
+        {"smear": True},
+    ],
 )
 def test_param_counts_match_module(kw: dict) -> None:
     cfg = tiny_model_config(**kw)
@@ -90,3 +99,21 @@ def test_sequence_longer_than_context() -> None:
     model = Transformer(tiny_model_config(context_length=16))
     with pytest.raises(ValueError, match="context"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_smear_adds_the_gated_previous_embedding() -> None:
+    """x_t = e(t) + smear * e(t-1), zero before the first token unless `prev` is given; the gate
+    starts at zero (the plain model)."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(smear=True))
+    assert model.smear is not None and not model.smear.any()
+    with torch.no_grad():
+        model.smear.normal_()
+    x = torch.randint(0, 128, (2, 5))
+    e = model.embed.weight
+    want = e[x].clone()
+    want[:, 1:] += model.smear * e[x[:, :-1]]
+    torch.testing.assert_close(model.embed_tokens(x), want)
+    prev = torch.tensor([3, 4])
+    want[:, 0] += model.smear * e[prev]
+    torch.testing.assert_close(model.embed_tokens(x, prev), want)

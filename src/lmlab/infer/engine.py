@@ -363,6 +363,7 @@ class Engine:
             z = dict(device=self.device)
             # Per-slot state, on the device, so a decode step needs no host-side assembly.
             self.tokens = torch.zeros(max_batch, dtype=torch.long, **z)
+            self.prev = torch.zeros(max_batch, dtype=torch.long, **z)  # token before `tokens`
             self.lengths = torch.zeros(max_batch, dtype=torch.long, **z)
             self.counters = torch.zeros(max_batch, dtype=torch.long, **z)
             self.keys = torch.zeros(max_batch, dtype=torch.long, **z)
@@ -510,6 +511,10 @@ class Engine:
                 rows.append(i)
                 seqs.append(s)
         slots = torch.tensor([s.slot for s in seqs], device=self.device)
+        # Each sample's first decode step follows its prompt's last token.
+        self.tokens[slots] = torch.tensor([r.prompt[-1] for r in reqs], device=self.device)[
+            torch.tensor(rows, device=self.device)
+        ]
         self._advance(slots, last[torch.tensor(rows, device=self.device)], seqs, done)
 
     def _decode(self, done: list[Request]) -> None:
@@ -518,7 +523,9 @@ class Engine:
         span = max(s.length for s in seqs if s is not None) + 1
         positions = self.lengths[:B]
         self.cache.begin_decode(positions, span)
-        logits = self._decode_model(self.tokens[:B, None], positions[:, None], self.cache)
+        logits = self._decode_model(
+            self.tokens[:B, None], positions[:, None], self.cache, self.prev[:B]
+        )
         self.lengths[:B] += self.active[:B]
         for s in seqs:
             if s is not None:
@@ -552,6 +559,7 @@ class Engine:
             self.counters[rows] += 1
         else:
             nxt = logits.argmax(-1)
+        self.prev[rows] = self.tokens[rows]
         self.tokens[rows] = nxt
         want_lp = any(s.request.params.logprobs for s in live)
         lps = raw.log_softmax(-1).gather(-1, nxt[:, None])[:, 0].tolist() if want_lp else None

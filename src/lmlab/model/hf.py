@@ -293,6 +293,11 @@ def export_hf(
     """Write `model` and `tok` as a Hugging Face folder `out` (new or empty) in the Llama,
     Mixtral or Qwen2-MoE format (see `hf_format`)."""
     out = Path(out)
+    if model.cfg.smear:
+        raise HFFormatError(
+            "this model uses token smearing (--model.smear), which the Llama format has no "
+            "place for; it cannot be exported"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HFFormatError(f"{out} exists and is not an empty directory; choose another --out")
     weights = to_hf_state_dict(model, drop_selection_bias)

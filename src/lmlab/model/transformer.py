@@ -128,6 +128,8 @@ class Transformer(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # Token smearing (cfg.smear): x_t = e(tok_t) + smear * e(tok_{t-1}); zero at init.
+        self.smear = nn.Parameter(torch.zeros(cfg.d_model)) if cfg.smear else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -145,17 +147,35 @@ class Transformer(nn.Module):
         RMSNorm gains start at 1."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
-            if p.dim() < 2:
+            if name == "smear":
+                nn.init.zeros_(p)
+            elif p.dim() < 2:
                 nn.init.ones_(p)
             elif name.endswith(("wo.weight", "w2.weight", "ffn.w2")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
             else:
                 nn.init.normal_(p, 0.0, std)
 
+    def embed_tokens(self, idx: Tensor, prev: Tensor | None = None) -> Tensor:
+        """Input embeddings [B, T, d_model]. With token smearing, each token also gets the gated
+        embedding of the token before it: `idx`'s own previous column, and for the first column
+        `prev` [B] (the token just before `idx` in its sequence; None: `idx` starts it)."""
+        x = self.embed(idx)
+        if self.smear is None:
+            return x
+        before = self.embed(idx[:, :-1])
+        first = self.embed(prev)[:, None] if prev is not None else torch.zeros_like(x[:, :1])
+        return x + self.smear * torch.cat((first, before), dim=1)
+
     def hidden_states(
-        self, idx: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+        self,
+        idx: Tensor,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        prev: Tensor | None = None,
     ) -> Tensor:
-        """Final-norm hidden states [B, T, d_model] (what value/reward heads read)."""
+        """Final-norm hidden states [B, T, d_model] (what value/reward heads read).
+        prev: [B] the token before `idx[:, 0]` (only read by token-smearing models)."""
         T = idx.shape[1]
         if positions is None:
             if self.cfg.context_length < T:
@@ -165,20 +185,25 @@ class Transformer(nn.Module):
         else:
             cos = self.rope_cos[positions][:, :, None]
             sin = self.rope_sin[positions][:, :, None]
-        x = self.embed(idx)
+        x = self.embed_tokens(idx, prev)
         for block in self.blocks:
             x = block(x, cos, sin, cache)
         return self.norm(x)
 
     def forward(
-        self, idx: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+        self,
+        idx: Tensor,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        prev: Tensor | None = None,
     ) -> Tensor:
         """Logits for token ids `idx` [B, T].
 
         positions: [B, T] absolute positions (default 0..T-1 for every row).
         cache: a KV cache; when given, attention covers the cached tokens plus `idx`.
+        prev: [B] the token before `idx[:, 0]` when decoding with a cache (token smearing).
         """
-        return self.lm_head(self.hidden_states(idx, positions, cache))
+        return self.lm_head(self.hidden_states(idx, positions, cache, prev))
 
 
 # --- accounting -----------------------------------------------------------------------------
@@ -200,6 +225,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
     moe_total = d * m.n_experts + (m.n_experts + m.n_shared) * expert
     moe_active = d * m.n_experts + (m.top_k + m.n_shared) * expert
     base = cfg.n_layer * (attn + 2 * d) + (cfg.n_layer - n_moe) * dense_ffn + d
+    base += d if cfg.smear else 0  # the smearing gate
     non_embedding = base + n_moe * moe_total
     active_non_embedding = base + n_moe * moe_active
     embedding = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
@@ -224,7 +250,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, f
     """
     T = seq_len or cfg.context_length
     counts = param_counts(cfg)
-    norms = (2 * cfg.n_layer + 1) * cfg.d_model
+    norms = (2 * cfg.n_layer + 1 + cfg.smear) * cfg.d_model  # gains (and the smear gate)
     n_matmul = counts["active_non_embedding"] - norms + cfg.vocab_size * cfg.d_model
     n_matmul_total = counts["non_embedding"] - norms + cfg.vocab_size * cfg.d_model
     attn = 12 * cfg.n_layer * T * cfg.n_head * cfg.head_dim
