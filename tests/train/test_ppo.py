@@ -137,6 +137,7 @@ def test_ppo_driver_smoke(chat_run: Path, prefs_file: Path, tmp_path: Path) -> N
     rows = (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2
     assert json.loads(rows[0])["kl"] == pytest.approx(0.0, abs=1e-5)  # policy == ref at first
+    assert (tmp_path / "ppo" / "ppo_curves.png").read_bytes()[:4] == b"\x89PNG"
     load_run(tmp_path / "ppo")
 
 

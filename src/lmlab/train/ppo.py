@@ -277,7 +277,40 @@ def train_ppo(
             )
     p_trainer.save()
     v_trainer.save()
+    plot_ppo_curves(out / "metrics.jsonl", out / "ppo_curves.png")
     (out / "ppo.json").write_text(
         json.dumps({"sft": str(sft_run), "reward": str(reward_run), "last": last}, indent=2) + "\n"
     )
     return last
+
+
+PPO_CURVES = (
+    ("score", "reward-model score"),
+    ("gold", "gold reward (hidden judge)"),
+    ("kl", "KL to the reference (per response)"),
+    ("entropy", "entropy (per token)"),
+    ("clipfrac", "clip fraction"),
+    ("response_len", "response length (tokens)"),
+)
+
+
+def plot_ppo_curves(metrics: Path, path: Path) -> None:
+    """The PPO training curves of a run's metrics.jsonl against iteration (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
+    for ax, (key, title) in zip(axes.flat, PPO_CURVES, strict=True):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), ".-")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("PPO iteration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
