@@ -512,9 +512,7 @@ class Engine:
                 seqs.append(s)
         slots = torch.tensor([s.slot for s in seqs], device=self.device)
         # Each sample's first decode step follows its prompt's last token.
-        self.tokens[slots] = torch.tensor([r.prompt[-1] for r in reqs], device=self.device)[
-            torch.tensor(rows, device=self.device)
-        ]
+        self.prev[slots] = torch.tensor([s.request.prompt[-1] for s in seqs], device=self.device)
         self._advance(slots, last[torch.tensor(rows, device=self.device)], seqs, done)
 
     def _decode(self, done: list[Request]) -> None:
@@ -526,6 +524,7 @@ class Engine:
         logits = self._decode_model(
             self.tokens[:B, None], positions[:, None], self.cache, self.prev[:B]
         )
+        self.prev[:B] = self.tokens[:B]  # the token just fed precedes the one sampled next
         self.lengths[:B] += self.active[:B]
         for s in seqs:
             if s is not None:
@@ -559,7 +558,6 @@ class Engine:
             self.counters[rows] += 1
         else:
             nxt = logits.argmax(-1)
-        self.prev[rows] = self.tokens[rows]
         self.tokens[rows] = nxt
         want_lp = any(s.request.params.logprobs for s in live)
         lps = raw.log_softmax(-1).gather(-1, nxt[:, None])[:, 0].tolist() if want_lp else None

@@ -250,7 +250,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, f
     """
     T = seq_len or cfg.context_length
     counts = param_counts(cfg)
-    norms = (2 * cfg.n_layer + 1 + cfg.smear) * cfg.d_model  # gains (and the smear gate)
+    norms = (2 * cfg.n_layer + 1 + int(cfg.smear)) * cfg.d_model  # gains and the smear gate
     n_matmul = counts["active_non_embedding"] - norms + cfg.vocab_size * cfg.d_model
     n_matmul_total = counts["non_embedding"] - norms + cfg.vocab_size * cfg.d_model
     attn = 12 * cfg.n_layer * T * cfg.n_head * cfg.head_dim
