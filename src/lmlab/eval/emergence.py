@@ -32,7 +32,7 @@ import tyro
 from lmlab.config import DataConfig, ModelConfig, RunConfig, SFTConfig, TrainConfig
 
 SIZES: dict[str, tuple[int, int, int]] = {
-    # name: (layers, heads, d_model); "small" has the small preset's shape
+    # name: (layers, heads, d_model); "tiny" has the `small` preset's shape (the world run)
     "nano": (2, 2, 64),
     "micro": (3, 3, 96),
     "tiny": (4, 4, 128),

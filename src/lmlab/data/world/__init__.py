@@ -170,7 +170,7 @@ def render(problem: Problem, worked: bool) -> str:
 
 def world_corpus(
     val_fraction: float = 0.02,
-    n: int = 60_000,
+    n: int = 100_000,
     weights: dict[str, float] | None = None,
     cot: float = 0.5,
     stdlib: float = 0.0,

@@ -1,7 +1,9 @@
 """`arith`: n-digit addition, subtraction and multiplication with digit-by-digit traces.
 
-Addition and subtraction traces go right to left, one line per digit with its carry (or borrow)
-and the answer built so far, so the final answer is copied rather than reassembled; the
+Addition and subtraction traces go right to left, one line per digit: the operands left to
+process (so the column's digits are the last digit of each, next to where the model writes), the
+column sum with its carry (or borrow), and the answer built so far, so the final answer is
+copied rather than reassembled; the
 multiplication trace lists the partial products (one per digit of the second factor) and then
 adds them up one at a time.
 """
@@ -39,16 +41,31 @@ def _operand(rng: random.Random, digits: int) -> int:
     return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
 
-def add_lines(a: int, b: int) -> list[str]:
-    """Column addition of two non-negative integers, least significant digit first."""
-    xs, ys = str(a)[::-1], str(b)[::-1]
-    lines, carry, so_far = [], 0, ""
+def _columns(a: int, b: int) -> list[tuple[str, str]]:
+    """The operands still to process before each column: both numbers, then both without their
+    last digit, and so on (an exhausted operand shows as 0)."""
+    xs, ys = str(a), str(b)
+    cols = []
     for i in range(max(len(xs), len(ys))):
-        x = int(xs[i]) if i < len(xs) else 0
-        y = int(ys[i]) if i < len(ys) else 0
+        cols.append((xs[: max(0, len(xs) - i)] or "0", ys[: max(0, len(ys) - i)] or "0"))
+    return cols
+
+
+def add_lines(a: int, b: int) -> list[str]:
+    """Column addition of two non-negative integers, least significant digit first.
+
+    Each line restates what is left of both operands, so the digits of the column are the last
+    digit of each: the model reads them next to where it writes, and the next line's operands
+    are a copy of this line's minus one digit. The answer is built up in "so far"."""
+    lines, carry, so_far = [], 0, ""
+    for top, bottom in _columns(a, b):
+        x, y = int(top[-1]), int(bottom[-1])
         s = x + y + carry
         so_far = str(s % 10) + so_far
-        lines.append(f"{x} + {y} + {carry} = {s}, write {s % 10} carry {s // 10}, so far {so_far}")
+        lines.append(
+            f"{top} + {bottom}, carry {carry}: {x} + {y} + {carry} = {s}, "
+            f"so far {so_far}, carry {s // 10}"
+        )
         carry = s // 10
     if carry:
         lines.append(f"bring down the carry {carry}, so far {carry}{so_far}")
@@ -56,22 +73,21 @@ def add_lines(a: int, b: int) -> list[str]:
 
 
 def sub_lines(a: int, b: int) -> list[str]:
-    """Column subtraction a - b of non-negative integers with a >= b, with borrows."""
-    xs, ys = str(a)[::-1], str(b)[::-1]
+    """Column subtraction a - b of non-negative integers with a >= b, with borrows, laid out
+    like `add_lines`."""
     lines, borrow, so_far = [], 0, ""
-    for i in range(len(xs)):
-        x = int(xs[i])
-        y = int(ys[i]) if i < len(ys) else 0
+    for top, bottom in _columns(a, b):
+        x, y = int(top[-1]), int(bottom[-1])
         d = x - y - borrow
+        head = f"{top} - {bottom}, borrow {borrow}: "
         if d < 0:
-            lines.append(
-                f"{x} + 10 - {y} - {borrow} = {d + 10}, write {d + 10} borrow 1, "
-                f"so far {d + 10}{so_far}"
-            )
-            so_far, borrow = str(d + 10) + so_far, 1
+            so_far = str(d + 10) + so_far
+            lines.append(f"{head}{x} + 10 - {y} - {borrow} = {d + 10}, so far {so_far}, borrow 1")
+            borrow = 1
         else:
-            lines.append(f"{x} - {y} - {borrow} = {d}, write {d} borrow 0, so far {d}{so_far}")
-            so_far, borrow = str(d) + so_far, 0
+            so_far = str(d) + so_far
+            lines.append(f"{head}{x} - {y} - {borrow} = {d}, so far {so_far}, borrow 0")
+            borrow = 0
     return lines
 
 

@@ -127,43 +127,83 @@ TEMPLATES: dict[str, list[str]] = {
 OPS = tuple(TEMPLATES)
 
 
-def _letters(chars: str) -> str:
-    return ", ".join(chars)
+def _peel(s: str, from_end: bool = False) -> list[tuple[str, str]]:
+    """(what is left, the letter taken) for each step of taking `s` apart one letter at a time,
+    from the start or from the end."""
+    steps = []
+    for i in range(len(s)):
+        rest = s[: len(s) - i] if from_end else s[i:]
+        steps.append((rest, rest[-1] if from_end else rest[0]))
+    return steps
 
 
 def solve(op: str, s: str, k: int, c: str) -> tuple[str, list[str]]:
-    """The answer of operation `op` and the lines of its worked solution."""
-    chars = [f"The characters are {_letters(s)}."]
+    """The answer of operation `op` and the lines of its worked solution.
+
+    Solutions take the string apart one letter per line: each line restates what is left (a
+    copy of the line above minus one letter), names the letter taken (read next to where it is
+    written) and updates the result built so far. Every step is a short copy or a look at a
+    neighbour, which is what a small model can learn; jumping to the k-th letter of a string
+    elsewhere in the context is not."""
     if op == "reverse":
         ans = s[::-1]
-        return ans, [*chars, f"From last to first: {_letters(ans)}."]
+        lines = ["Take the letters from the end."]
+        lines += [
+            f"{rest}: last {ch}, so far {ans[: i + 1]}"
+            for i, (rest, ch) in enumerate(_peel(s, from_end=True))
+        ]
+        return ans, lines
     if op == "sort":
-        ans = "".join(sorted(s))
-        return ans, [*chars, f"In alphabetical order: {_letters(ans)}."]
+        ans, rest, lines = "", s, ["Take the smallest letter each time."]
+        while rest:
+            ch = min(rest)
+            ans += ch
+            lines.append(f"{rest}: smallest {ch}, so far {ans}")
+            rest = rest.replace(ch, "", 1)
+        return ans, lines
     if op == "count":
-        hits = [str(i + 1) for i, ch in enumerate(s) if ch == c]
-        where = f"at positions {', '.join(hits)}" if hits else "nowhere"
-        return str(len(hits)), [*chars, f'"{c}" is {where}.']
-    if op == "upper":
-        ans = s.upper()
-        return ans, [*chars, f"In upper case: {_letters(ans)}."]
-    if op == "lower":
-        ans = s.lower()
-        return ans, [*chars, f"In lower case: {_letters(ans)}."]
+        n, lines = 0, [f'Check each letter against "{c}".']
+        for rest, ch in _peel(s):
+            n += ch == c
+            lines.append(f"{rest}: first {ch}, {'yes' if ch == c else 'no'}, count {n}")
+        return str(n), lines
+    if op in ("upper", "lower"):
+        ans = s.upper() if op == "upper" else s.lower()
+        lines = [f"Change each letter to {op} case."]
+        lines += [
+            f"{rest}: first {ch}, {op} {ans[i]}, so far {ans[: i + 1]}"
+            for i, (rest, ch) in enumerate(_peel(s))
+        ]
+        return ans, lines
     if op == "dedupe":
-        ans = "".join(dict.fromkeys(s))
-        return ans, [*chars, f"Keeping first occurrences: {_letters(ans)}."]
+        ans, lines = "", ["Keep each letter the first time it comes."]
+        for rest, ch in _peel(s):
+            new = ch not in ans
+            ans += ch if new else ""
+            lines.append(f"{rest}: first {ch}, {'new' if new else 'seen'}, so far {ans}")
+        return ans, lines
     if op == "first":
         ans = s[:k]
-        return ans, [*chars, f"The first {k}: {_letters(ans)}."]
+        lines = [f"Take {k} letters from the start."]
+        lines += [
+            f"{rest}: first {ch}, so far {ans[: i + 1]}, {i + 1} taken"
+            for i, (rest, ch) in enumerate(_peel(s)[:k])
+        ]
+        return ans, lines
     if op == "last":
         ans = s[-k:]
-        return ans, [*chars, f"The last {k}: {_letters(ans)}."]
+        lines = [f"Take {k} letters from the end."]
+        lines += [
+            f"{rest}: last {ch}, so far {s[len(s) - i - 1 :]}, {i + 1} taken"
+            for i, (rest, ch) in enumerate(_peel(s, from_end=True)[:k])
+        ]
+        return ans, lines
     if op == "repeat":
         ans = s * k
         return ans, [f"Write {s} {k} times: {' '.join([s] * k)}."]
-    ans = str(len(s))
-    return ans, [*chars, f"Counting them: {', '.join(str(i + 1) for i in range(len(s)))}."]
+    lines = ["Count the letters one by one."]
+    lines += [f"{rest}: count {i + 1}" for i, (rest, _) in enumerate(_peel(s))]
+    return str(len(s)), lines
 
 
 def make(rng: random.Random, knobs: dict[str, Any], split: Split) -> Problem:
