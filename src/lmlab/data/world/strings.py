@@ -3,7 +3,8 @@
 Operations: reverse, sort, count a letter, upper case, lower case, deduplicate, first k, last k,
 repeat k times, length. Every operation has eight phrasings; two of them (every fourth) are held
 out and only ever appear in the test split, so evaluation measures following an instruction
-worded in a way never seen in training.
+worded in a way never seen in training. Worked solutions take the string apart one letter per
+line (see `solve`).
 """
 
 from __future__ import annotations
