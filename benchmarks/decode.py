@@ -11,6 +11,7 @@ prompts, greedy decoding of the same number of new tokens, in one process:
   with the batch-1 runs (best of each).
 
     python benchmarks/decode.py [--threads 1] [--new-tokens 128] [--repeats 3] [--compile]
+        [--no-prepack]
 
 The last line printed is one JSON object (b1_tokens_per_s, b1_ratio_vs_hf, b1_bandwidth_fraction,
 b16_tokens_per_s, b16_ratio_vs_hf, plus the raw figures).
@@ -72,6 +73,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="32 new tokens, 1 repeat (smoke test)")
     ap.add_argument("--compile", action="store_true", help="compile the engine's decode step")
+    ap.add_argument(
+        "--no-prepack",
+        action="store_true",
+        help="plain F.linear layers instead of oneDNN-prepacked weights (infer/packed.py)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.new_tokens, args.repeats = 32, 1
@@ -94,7 +100,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     prompts = torch.randint(len(SPECIAL_TOKENS), cfg.vocab_size, (16, n_prompt), generator=gen)
     params = SamplingParams(max_new_tokens=n_new, temperature=0.0, ignore_eos=True)
-    engine = Engine(model, tok, max_batch=16, compile=args.compile)
+    engine = Engine(model, tok, max_batch=16, compile=args.compile, prepack=not args.no_prepack)
     results: dict[str, float] = {}
     bws: list[float] = []
     for b in (1, 16):
@@ -150,6 +156,7 @@ def main() -> None:
         "b1_bandwidth_fraction": results["b1_tokens_per_s"] / bound,
         "threads": torch.get_num_threads(),
         "compile": args.compile,
+        "prepack": engine.prepacked,
         "new_tokens": n_new,
         "prompt_tokens": n_prompt,
     }

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from lmlab.data.tokenizer import Message, Tokenizer
+from lmlab.infer.packed import can_prepack, prepacked
 
 
 class GenerationError(ValueError):
@@ -318,7 +319,10 @@ class Engine:
     i.e. sequences decoded together; device: where the model and cache live (default: the
     model's); max_seq_len: cache length per slot (default: the model's context); compile:
     compile the decode step with `torch.compile` (dynamic shapes, frozen weights: the first
-    call is slow, and later weight updates are not seen, so not for models still training).
+    call is slow, and later weight updates are not seen, so not for models still training);
+    prepack: run the linear layers on weights reordered once for oneDNN (`infer/packed.py`;
+    float32 CPU models only, ignored elsewhere; frozen weights too). `from_checkpoint` turns
+    prepacking on; the plain constructor leaves it off because its model may still be training.
     """
 
     def __init__(
@@ -329,6 +333,7 @@ class Engine:
         device: str | torch.device | None = None,
         max_seq_len: int | None = None,
         compile: bool = False,
+        prepack: bool = False,
     ) -> None:
         if max_batch < 1:
             raise GenerationError(f"max_batch must be >= 1, got {max_batch}")
@@ -336,12 +341,18 @@ class Engine:
         self.device = (
             torch.device(device) if device is not None else next(model.parameters()).device
         )
-        self.model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        self.prepacked = prepack and can_prepack(model)
+        self.model = prepacked(model, max_batch) if self.prepacked else model
         # The decode step is one fixed graph of small ops; compiling it (dynamic batch and span)
         # fuses the elementwise work, and freezing lets inductor pre-pack the weights for its
         # matmuls (the weights become constants: for inference-only models). Prefill stays eager.
+        # With prepacked weights the matmuls are already oneDNN's, and inductor's freezing pass
+        # cannot lower them: compile only fuses the rest.
         self._decode_model = (
-            torch.compile(self.model, dynamic=True, options={"freezing": True})
+            torch.compile(
+                self.model, dynamic=True, options={} if self.prepacked else {"freezing": True}
+            )
             if compile
             else self.model
         )
@@ -390,6 +401,7 @@ class Engine:
         from lmlab.train.checkpoint import load_run
 
         model, tok, _ = load_run(Path(run_dir), device)
+        kw.setdefault("prepack", True)  # a loaded checkpoint is for inference only
         return cls(model, tok, device=device, **kw)
 
     # --- scheduler --------------------------------------------------------------------------

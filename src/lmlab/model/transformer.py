@@ -78,6 +78,11 @@ class Attention(nn.Module):
             v = v.repeat_interleave(rep, dim=1)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        elif T == 1:
+            # One query per row (cached decoding): three small matmuls, which torch.compile
+            # fuses, cost a fraction of the CPU flash kernel's per-call setup with a mask.
+            scores = (q @ k.transpose(-1, -2)) * hd**-0.5
+            y = scores.masked_fill(~mask, -float("inf")).softmax(-1) @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * hd))
