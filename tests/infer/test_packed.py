@@ -91,3 +91,18 @@ def test_prepack_needs_a_float32_cpu_model() -> None:
     with pytest.raises(ValueError, match="float32 model on the CPU"):
         prepacked(model)
     assert not Engine(model, byte_tokenizer(), prepack=True).prepacked  # falls back quietly
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prepack", [True, False], ids=["prepacked", "frozen"])
+def test_compiled_decode_generates_what_the_eager_engine_does(prepack: bool) -> None:
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = tiny_model_config(vocab_size=-(-tok.vocab_size // 64) * 64, init_std=0.3, n_kv_head=2)
+    model = Transformer(cfg).eval()
+    params = SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
+    compiled = Engine(model, tok, max_batch=4, compile=True, prepack=prepack)
+    plain = Engine(model, tok, max_batch=4)
+    for prompts in (["def f(x):"], ["def f(x):", "#", "the quick brown fox"]):  # batch 1, ragged
+        want = [c[0].token_ids for c in plain.generate(prompts, params)]
+        assert [c[0].token_ids for c in compiled.generate(prompts, params)] == want
