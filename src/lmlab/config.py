@@ -315,7 +315,7 @@ PRESETS: dict[str, RunConfig] = {
         ),
         train=TrainConfig(batch_size=16, max_steps=600, lr=3e-3, min_lr=3e-4, warmup_steps=30),
     ),
-    # ~0.8M parameters, character-level with a 512-character context: the world-run preset.
+    # ~0.85M parameters, character-level with a 512-character context: the world-run preset.
     # The task world is character-level work (digit-by-digit sums, taking strings apart letter
     # by letter, ciphers), which characters make visible to the model. A narrow 4-layer model
     # goes about 10,000 characters/s on 2 CPU cores, so 2,000 steps of 16 x 512 (16M

@@ -3,9 +3,8 @@
 Addition and subtraction traces go right to left, one line per digit: the operands left to
 process (so the column's digits are the last digit of each, next to where the model writes), the
 column sum with its carry (or borrow), and the answer built so far, so the final answer is
-copied rather than reassembled; the
-multiplication trace lists the partial products (one per digit of the second factor) and then
-adds them up one at a time.
+copied rather than reassembled. The multiplication trace lists the partial products (one per
+digit of the second factor) and then adds them up one at a time.
 """
 
 from __future__ import annotations
