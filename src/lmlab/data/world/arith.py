@@ -33,6 +33,14 @@ TEMPLATES = [
     "Work out {a} {op} {b}.",
     "What do you get for {a} {op} {b}?",
     "What does {a} {op} {b} equal?",
+    "{a} {op} {b} is what?",
+    "Evaluate {a} {op} {b}.",
+    "{a} {op} {b}: what is the result?",
+    "Tell me the result of {a} {op} {b}.",
+    "Solve {a} {op} {b}.",
+    "{a} {op} {b} makes how much?",
+    "Give the result of {a} {op} {b}.",
+    "How much is {a} {op} {b}?",
 ]
 
 

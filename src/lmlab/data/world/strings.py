@@ -1,7 +1,7 @@
 """`strings`: instruction following on short strings, with many phrasings per instruction.
 
 Operations: reverse, sort, count a letter, upper case, lower case, deduplicate, first k, last k,
-repeat k times, length. Every operation has eight phrasings; two of them (every fourth) are held
+repeat k times, length. Every operation has twelve phrasings; three of them (every fourth) are held
 out and only ever appear in the test split, so evaluation measures following an instruction
 worded in a way never seen in training. Worked solutions take the string apart one letter per
 line (see `solve`).
@@ -33,6 +33,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Turn "{s}" around so it reads from the end.',
         'Print "{s}" with its characters in reverse.',
         'Flip the order of the letters in "{s}".',
+        'Please reverse "{s}".',
+        '"{s}" backwards, please.',
+        'Read "{s}" from right to left.',
+        'Reverse the order of the characters in "{s}".',
     ],
     "sort": [
         'Sort the letters of "{s}" alphabetically.',
@@ -43,6 +47,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Order the characters of "{s}" alphabetically.',
         'Sort "{s}" letter by letter, a first.',
         'Alphabetize the letters of "{s}".',
+        'Please sort the letters of "{s}".',
+        '"{s}" sorted alphabetically, please.',
+        'List the letters of "{s}" in alphabetical order.',
+        'Sort the characters in "{s}".',
     ],
     "count": [
         'How many times does "{c}" appear in "{s}"?',
@@ -53,6 +61,10 @@ TEMPLATES: dict[str, list[str]] = {
         'In "{s}", how many letters are "{c}"?',
         'Tell me how many "{c}" characters "{s}" contains.',
         'How frequently does "{c}" show up in "{s}"?',
+        'Please count "{c}" in "{s}".',
+        '"{s}": how many times is "{c}" in it?',
+        'Find how many "{c}" letters "{s}" has.',
+        'Count the occurrences of "{c}" in "{s}".',
     ],
     "upper": [
         'Convert "{s}" to upper case.',
@@ -63,6 +75,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Capitalize all the letters of "{s}".',
         'Rewrite "{s}" using upper-case letters.',
         'Give "{s}" in block capitals.',
+        'Please make "{s}" uppercase.',
+        '"{s}" in capital letters, please.',
+        'Turn "{s}" into upper case.',
+        'Write "{s}" in uppercase letters.',
     ],
     "lower": [
         'Convert "{s}" to lower case.',
@@ -73,6 +89,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Rewrite "{s}" using lower-case letters.',
         'Turn the capitals in "{s}" into small letters.',
         'Give "{s}" without capital letters.',
+        'Please make "{s}" lowercase.',
+        '"{s}" in small letters, please.',
+        'Turn "{s}" into lower case.',
+        'Write "{s}" in lowercase letters.',
     ],
     "dedupe": [
         'Remove repeated letters from "{s}", keeping the first of each.',
@@ -83,6 +103,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Keep only the first occurrence of each letter in "{s}".',
         'Strip the duplicates out of "{s}" so each letter appears once.',
         'Rewrite "{s}" without repeating any letter (first occurrences stay).',
+        'Please remove the repeated letters from "{s}".',
+        '"{s}" without duplicate letters, please.',
+        'Drop the letters of "{s}" that were seen before.',
+        'Remove duplicate letters from "{s}", keeping first occurrences.',
     ],
     "first": [
         'Give the first {k} characters of "{s}".',
@@ -93,6 +117,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Return the first {k} letters in "{s}".',
         'Print the leading {k} characters of "{s}".',
         'Show the start of "{s}", {k} characters long.',
+        'Please give the first {k} letters of "{s}".',
+        '"{s}": the first {k} characters, please.',
+        'Cut "{s}" down to its first {k} letters.',
+        'Give the first {k} letters from "{s}".',
     ],
     "last": [
         'Give the last {k} characters of "{s}".',
@@ -103,6 +131,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Return the last {k} letters in "{s}".',
         'Print the trailing {k} characters of "{s}".',
         'Show the end of "{s}", {k} characters long.',
+        'Please give the last {k} letters of "{s}".',
+        '"{s}": the last {k} characters, please.',
+        'Cut "{s}" down to its last {k} letters.',
+        'Give the last {k} letters from "{s}".',
     ],
     "repeat": [
         'Repeat "{s}" {k} times.',
@@ -113,6 +145,10 @@ TEMPLATES: dict[str, list[str]] = {
         'Output {k} copies of "{s}" joined together.',
         'Chain "{s}" together {k} times.',
         'Duplicate "{s}" so it appears {k} times back to back.',
+        'Please repeat "{s}" {k} times.',
+        '"{s}" {k} times in a row, please.',
+        'Write out "{s}" {k} times, joined.',
+        'Repeat the string "{s}" {k} times.',
     ],
     "length": [
         'How many characters are in "{s}"?',
@@ -123,6 +159,10 @@ TEMPLATES: dict[str, list[str]] = {
         'How many letters does "{s}" have?',
         'Give the character count of "{s}".',
         'What length does "{s}" have, in characters?',
+        'Please count the characters in "{s}".',
+        '"{s}": how many characters?',
+        'Find the number of characters in "{s}".',
+        'Count the letters in "{s}".',
     ],
 }
 OPS = tuple(TEMPLATES)
