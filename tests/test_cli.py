@@ -109,3 +109,7 @@ def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_rlhf_needs_a_known_experiment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "usage: lmlab rlhf overopt" in user_error(capsys, ["rlhf", "bogus"])

@@ -1183,6 +1183,8 @@ class OveroptArgs:
     )
     seed: int = 0
     """Seed."""
+    quiet: bool = False
+    """No progress bars."""
 
 
 def cmd_rlhf(argv: list[str]) -> None:
@@ -1207,6 +1209,7 @@ def cmd_rlhf(argv: list[str]) -> None:
         bon_prompts=args.bon_prompts,
         bon_max=args.bon_max,
         seed=args.seed,
+        show_progress=not args.quiet,
     )
     console.print_json(data={k: v for k, v in summary.items() if not k.startswith("samples")})
 
