@@ -256,6 +256,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     paths = []
     for ability in dict.fromkeys(r["ability"] for r in rows):
@@ -268,6 +269,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                     pts = sorted((r[x], r[m]) for r in mine if r["spec"] == spec)
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=spec)
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide
                 ax.set_xlabel("parameters" if x == "params" else "training FLOPs")
                 ax.set_ylabel(m.replace("_", " "))
                 ax.grid(alpha=0.3)
