@@ -269,7 +269,7 @@ class Trainer:
         cfg = self.cfg
         ckpt_every = cfg.ckpt_every or cfg.eval_every
         last: dict[str, float] = {}
-        t0, tokens0 = time.perf_counter(), self.tokens
+        t0, tokens0, step0 = time.perf_counter(), self.tokens, self.step_count
         progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -303,20 +303,24 @@ class Trainer:
                         "train_loss": metrics.pop("loss"),
                         **metrics,
                         "tokens_per_s": (self.tokens - tokens0) / max(elapsed, 1e-9),
+                        "steps_per_s": (done - step0) / max(elapsed, 1e-9),
                     }
+                    # objectives whose batches vary in size (reward model, DPO) count no tokens
+                    speed = (
+                        f"{row['tokens_per_s']:,.0f} tok/s"
+                        if tokens_per_step
+                        else f"{row['steps_per_s']:.2f} steps/s"
+                    )
                     if is_eval:
                         assert eval_batches is not None
                         row["val_loss"] = self.evaluate(objective, eval_batches())
                         progress.console.print(
                             f"step {done:>6}  train {row['train_loss']:.4f}  "
-                            f"val {row['val_loss']:.4f}  lr {row['lr']:.2e}  "
-                            f"{row['tokens_per_s']:,.0f} tok/s"
+                            f"val {row['val_loss']:.4f}  lr {row['lr']:.2e}  {speed}"
                         )
                     self.log(row)
                     last = row
-                    progress.update(
-                        task, info=f"loss {row['train_loss']:.3f} {row['tokens_per_s']:,.0f} tok/s"
-                    )
+                    progress.update(task, info=f"loss {row['train_loss']:.3f} {speed}")
                 if done % ckpt_every == 0 or done == cfg.max_steps:
                     self.save()
                 progress.update(task, completed=done)
