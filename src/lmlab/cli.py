@@ -32,6 +32,7 @@ from lmlab.config import (
     preset,
     sft_train_config,
 )
+from lmlab.data.prefs import DEFAULT_MARGIN
 from lmlab.scaling.config import PlanConfig
 
 console = Console()
@@ -868,6 +869,8 @@ class PrefsArgs:
     """Who labels the pairs (world: the programmatic gold preference)."""
     noise: float = 0.0
     """Probability of flipping a label (human disagreement)."""
+    margin: float = DEFAULT_MARGIN
+    """Gold difference below which two responses are a tie and make no pair."""
     temperature: float = 1.0
     """Sampling temperature."""
     max_new_tokens: int = 96
@@ -895,6 +898,7 @@ def cmd_prefs(argv: list[str]) -> None:
         args.seed,
         args.temperature,
         args.max_new_tokens,
+        args.margin,
     )
     console.print_json(data=summary)
 

@@ -29,3 +29,15 @@ def test_label_pairs_chooses_higher_gold_and_noise_flips() -> None:
     rate = sum(x.meta["flipped"] for ps in noisy for x in ps) / sum(len(ps) for ps in noisy)
     assert 0.2 < rate < 0.4
     assert all(x.meta["source"] == "world" for x in flipped)
+
+
+def test_label_pairs_margin_drops_near_ties() -> None:
+    p = world.generate("arith", 1, seed=3, digits=2, op="add")[0]
+    # two wrong answers 8 characters apart differ by 0.004 in gold: a tie at margin 0.02
+    near = ["Answer: -1", "Answer: -1 or -2"]
+    assert len(label_pairs(p, "q", near, random.Random(0))) == 1
+    assert label_pairs(p, "q", near, random.Random(0), margin=0.02) == []
+    far = [f"Answer: {p.answer}", *near]  # the right answer wins by more than 1
+    pairs = label_pairs(p, "q", far, random.Random(0), margin=0.02)
+    assert len(pairs) == 2 and all(x.chosen == far[0] for x in pairs)
+    assert all(x.meta["gold_chosen"] - x.meta["gold_rejected"] >= 0.02 for x in pairs)

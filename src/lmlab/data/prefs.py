@@ -9,7 +9,9 @@ The gold preference (documented in docs/rlhf.md) stands in for a careful human l
 the reply ends with a line `Answer: ...`, and `brevity` = clip(1 - characters / 400, 0, 1).
 Correctness dominates (1 > 0.4): a right answer always beats a wrong one, and between equally
 right answers the one with a clear final line and fewer words wins. `noise` flips each label with
-that probability, to mimic the disagreement of human annotators.
+that probability, to mimic the disagreement of human annotators. Two responses whose gold scores
+differ by less than `margin` are a tie to the annotator (two wrong answers a few characters
+apart): no pair is written for them, since a label there would teach only noise.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from lmlab.data.jsonl import read_jsonl
 from lmlab.data.tokenizer import Tokenizer
 
 BREVITY_CHARS = 400
+DEFAULT_MARGIN = 0.02  # gold difference below which the annotator has no preference (40 chars)
 
 
 class PrefsError(ValueError):
@@ -86,8 +89,10 @@ def label_pairs(
     rng: random.Random,
     noise: float = 0.0,
     max_pairs: int = 2,
+    margin: float = 0.0,
 ) -> list[Pair]:
-    """Pairs of distinct-gold responses labelled by the gold annotator (with label noise)."""
+    """Pairs (best response, a worse one) labelled by the gold annotator, with label noise;
+    only responses at least `margin` below the best in gold are paired with it."""
     scored = sorted(
         {r: gold_score(problem, r) for r in responses if r.strip()}.items(), key=lambda kv: -kv[1]
     )
@@ -95,7 +100,7 @@ def label_pairs(
     if len(scored) < 2:
         return pairs
     best = scored[0]
-    candidates = [s for s in scored[1:] if s[1] < best[1]]
+    candidates = [s for s in scored[1:] if s[1] < best[1] and best[1] - s[1] >= margin]
     rng.shuffle(candidates)
     for worse in candidates[:max_pairs]:
         chosen, rejected = best, worse
@@ -129,6 +134,7 @@ def generate_prefs(
     seed: int = 0,
     temperature: float = 1.0,
     max_new_tokens: int = 96,
+    margin: float = DEFAULT_MARGIN,
     batch: int = 16,
     show_progress: bool = True,
 ) -> dict[str, Any]:
@@ -140,6 +146,8 @@ def generate_prefs(
         raise PrefsError(f"k must be >= 2 responses per prompt, got {k}")
     if not 0 <= noise < 0.5:
         raise PrefsError(f"label noise must be in [0, 0.5), got {noise}")
+    if margin < 0:
+        raise PrefsError(f"margin must be >= 0, got {margin}")
     if out.exists():
         raise PrefsError(f"{out} exists; choose another --out (nothing was overwritten)")
     eng = Engine.from_checkpoint(run_dir)
@@ -155,12 +163,12 @@ def generate_prefs(
             prompts = [world.prompt(p, step_by_step=rng.random() < 0.5) for p in chunk]
             outs = eng.generate([chat_prompt_ids(tok, q) for q in prompts], params)
             for p, q, comps in zip(chunk, prompts, outs, strict=True):
-                for pair in label_pairs(p, q, [c.text for c in comps], rng, noise):
+                for pair in label_pairs(p, q, [c.text for c in comps], rng, noise, margin=margin):
                     f.write(pair.to_json() + "\n")
                     n_pairs += 1
             progress.advance(task, len(chunk))
     tmp.replace(out)
-    return {"prompts": len(problems), "pairs": n_pairs, "out": str(out)}
+    return {"prompts": len(problems), "pairs": n_pairs, "margin": margin, "out": str(out)}
 
 
 def read_prefs(path: Path) -> list[Pair]:

@@ -4,14 +4,42 @@ For each test-split prompt both runs answer (greedy by default, through the one 
 world judge (`lmlab.data.prefs.gold_score`: correctness first, then a final answer line and
 brevity) scores both answers; a win counts 1, a tie 1/2. The report includes a 95% normal
 interval, so a 65% target can be told apart from noise.
+
+A strict judge calls any gold difference a win, however small: a wrong answer one character
+shorter than another wrong answer wins. The report therefore also gives the win rate with
+differences below the annotator's margin (`lmlab.data.prefs.DEFAULT_MARGIN`, 40 characters of
+brevity) counted as ties, and how often each run was right, so that a win made of brevity alone
+can be told apart from a win made of right answers.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from lmlab.data.prefs import DEFAULT_MARGIN
+
+
+def tally(run: Sequence[float], baseline: Sequence[float], margin: float = 0.0) -> dict[str, Any]:
+    """Win rate of gold scores `run` over `baseline` (paired); |difference| <= margin ties."""
+    if len(run) != len(baseline) or not run:
+        raise ValueError("need equally many (and at least one) scores for run and baseline")
+    wins = [
+        0.5 if abs(a - b) <= margin or a == b else 1.0 if a > b else 0.0
+        for a, b in zip(run, baseline, strict=True)
+    ]
+    rate = sum(wins) / len(wins)
+    half = 1.96 * math.sqrt(max(rate * (1 - rate), 1e-12) / len(wins))
+    return {
+        "win_rate": rate,
+        "ci95": [max(0.0, rate - half), min(1.0, rate + half)],
+        "wins": sum(w == 1.0 for w in wins) / len(wins),
+        "ties": sum(w == 0.5 for w in wins) / len(wins),
+        "losses": sum(w == 0.0 for w in wins) / len(wins),
+    }
 
 
 def win_rate(
@@ -23,8 +51,10 @@ def win_rate(
     temperature: float = 0.0,
     max_new_tokens: int = 96,
     step_by_step_fraction: float = 0.5,
+    margin: float = DEFAULT_MARGIN,
 ) -> dict[str, Any]:
-    """Gold-judged win rate of `run` over `baseline` on `n` test prompts of `tasks`."""
+    """Gold-judged win rate of `run` over `baseline` on `n` test prompts of `tasks`: strict,
+    and with gold differences up to `margin` counted as ties (`at_margin`)."""
     from lmlab.data import world
     from lmlab.data.prefs import chat_prompt_ids, gold_score, world_prompts
     from lmlab.infer import Engine, SamplingParams
@@ -35,22 +65,28 @@ def win_rate(
     rng = random.Random(seed)
     questions = [world.prompt(p, rng.random() < step_by_step_fraction) for p in problems]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    scores = []
+    scores, correct = [], []
     for path in (run, baseline):
         engine = Engine.from_checkpoint(path)
         outs = engine.generate([chat_prompt_ids(engine.tokenizer, q) for q in questions], params)
-        scores.append([gold_score(p, o[0].text) for p, o in zip(problems, outs, strict=True)])
-    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*scores, strict=True)]
-    rate = sum(wins) / len(wins)
-    half = 1.96 * math.sqrt(max(rate * (1 - rate), 1e-12) / len(wins))
+        texts = [o[0].text for o in outs]
+        scores.append([gold_score(p, t) for p, t in zip(problems, texts, strict=True)])
+        correct.append(
+            sum(
+                bool(world.family(p.task).check(p, world.extract_answer(t)))
+                for p, t in zip(problems, texts, strict=True)
+            )
+            / len(texts)
+        )
     return {
         "run": str(run),
         "baseline": str(baseline),
         "tasks": tasks,
-        "n": len(wins),
-        "win_rate": rate,
-        "ci95": [max(0.0, rate - half), min(1.0, rate + half)],
-        "ties": sum(w == 0.5 for w in wins) / len(wins),
-        "gold_run": sum(scores[0]) / len(wins),
-        "gold_baseline": sum(scores[1]) / len(wins),
+        "n": len(problems),
+        **tally(*scores),
+        "at_margin": {"margin": margin, **tally(*scores, margin=margin)},
+        "gold_run": sum(scores[0]) / len(problems),
+        "gold_baseline": sum(scores[1]) / len(problems),
+        "correct_run": correct[0],
+        "correct_baseline": correct[1],
     }

@@ -131,6 +131,7 @@ def run_overopt(
         noise,
         seed,
         max_new_tokens=ppo.max_new_tokens,
+        margin=0.0,  # every distinct pair: the proxy is meant to learn from noisy labels
         show_progress=show_progress,
     )
     proxy = train_reward_model(
