@@ -46,6 +46,9 @@ def test_reward_model_learns_and_is_normalised(
     summary = train_reward_model(chat_run, prefs_file, tmp_path / "rm", train, show_progress=False)
     assert summary["heldout_accuracy"] == 1.0
     assert summary["length_baseline_accuracy"] == 0.0  # chosen is always the shorter reply
+    assert summary["shorter_baseline_accuracy"] == 1.0
+    assert summary["pairs_chosen_not_shorter"] == 0  # so no accuracy beyond length to report
+    assert summary["accuracy_chosen_not_shorter"] is None
     model, tok = load_reward_model(tmp_path / "rm")
     rows = encode_pairs(tok, read_prefs(prefs_file), 256)
     scores = score_rows(model, [c for c, _ in rows] + [r for _, r in rows], tok.pad_id)

@@ -133,11 +133,16 @@ def train_reward_model(
     ]
     trainer.fit(bt_objective, batch, 0, lambda: val_batches)
 
-    # held-out accuracy against the "longer answer wins" baseline
+    # held-out accuracy against the "longer answer wins" baseline (the issue's) and its mirror,
+    # and on the pairs where length does not give the answer away (chosen not the shorter one)
     sc = score_rows(model, [c for c, _ in val], tok.pad_id)
     sr = score_rows(model, [r for _, r in val], tok.pad_id)
-    accuracy = float((sc > sr).float().mean())
+    right = (sc > sr).float()
+    accuracy = float(right.mean())
     longer = float(np.mean([len(c) > len(r) for c, r in val]))
+    shorter = float(np.mean([len(c) < len(r) for c, r in val]))
+    not_shorter = torch.tensor([len(c) >= len(r) for c, r in val])
+    acc_not_shorter = float(right[not_shorter].mean()) if not_shorter.any() else None
     # normalise: responses sampled from the SFT policy score 0 on average
     everything = [c for c, _ in train_rows] + [r for _, r in train_rows]
     offset = float(score_rows(model, everything, tok.pad_id).mean())
@@ -151,11 +156,20 @@ def train_reward_model(
         "val_pairs": len(val),
         "heldout_accuracy": accuracy,
         "length_baseline_accuracy": longer,
+        "shorter_baseline_accuracy": shorter,
+        "accuracy_chosen_not_shorter": acc_not_shorter,
+        "pairs_chosen_not_shorter": int(not_shorter.sum()),
         "offset": offset,
     }
     (out / REWARD_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     console.print(
-        f"held-out accuracy {accuracy:.3f} (longer-answer baseline {longer:.3f}) "
-        f"on {len(val)} pairs"
+        f"held-out accuracy {accuracy:.3f} (longer-answer baseline {longer:.3f}, shorter-answer "
+        f"{shorter:.3f}) on {len(val)} pairs"
+        + (
+            f"; {acc_not_shorter:.3f} on the {int(not_shorter.sum())} whose chosen answer is not "
+            "the shorter"
+            if acc_not_shorter is not None
+            else ""
+        )
     )
     return summary
