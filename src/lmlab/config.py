@@ -419,6 +419,10 @@ class PPOConfig:
     """Initial KL coefficient."""
     kl_target: float | None = None
     """Adaptive KL target (None keeps kl_beta fixed)."""
+    kl_horizon: int = 10000
+    """Samples over which the adaptive coefficient moves by at most 20% (Ziegler et al.'s
+    10000 suits batches of hundreds; with 32 rollouts per iteration beta moves 0.06% per
+    iteration, so short runs need a smaller horizon, e.g. 320: 2% per iteration)."""
     clip: float = 0.2
     """PPO ratio clip range."""
     vf_clip: float = 0.2
@@ -433,5 +437,7 @@ class PPOConfig:
     def validate(self) -> None:
         if min(self.prompts_per_iter, self.iterations, self.epochs, self.minibatch) < 1:
             raise ValueError("PPO sizes (prompts, iterations, epochs, minibatch) must be >= 1")
+        if self.kl_horizon < 1:
+            raise ValueError(f"kl_horizon must be >= 1, got {self.kl_horizon}")
         if self.temperature <= 0 or self.kl_beta < 0 or not 0 < self.clip < 1:
             raise ValueError("need temperature > 0, kl_beta >= 0 and 0 < clip < 1")

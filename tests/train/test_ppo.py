@@ -102,6 +102,8 @@ def test_whiten_and_adaptive_kl() -> None:
     ctl = AdaptiveKL(beta=0.1, target=1.0, horizon=100)
     assert ctl.update(kl=5.0, n_samples=10) == pytest.approx(0.1 * 1.02)
     assert AdaptiveKL(beta=0.1, target=None).update(5.0, 10) == 0.1
+    with pytest.raises(ValueError, match="kl_horizon"):
+        PPOConfig(kl_horizon=0).validate()
 
 
 def test_ppo_driver_smoke(chat_run: Path, prefs_file: Path, tmp_path: Path) -> None:

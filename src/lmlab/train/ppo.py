@@ -179,7 +179,7 @@ def train_ppo(
     train_p.max_steps = cfg.iterations * cfg.epochs * -(-cfg.prompts_per_iter // cfg.minibatch)
     p_trainer = Trainer(policy, train_p, out, show_progress=False)
     v_trainer = Trainer(value_model, train_p, out / "value", show_progress=False)
-    kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target)
+    kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target, cfg.kl_horizon)
     engine = Engine(policy, tok, max_batch=cfg.prompts_per_iter)
     tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
     problems = world_prompts(tasks, cfg.prompts_per_iter * cfg.iterations, train.seed)
