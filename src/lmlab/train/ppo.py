@@ -271,9 +271,10 @@ def train_ppo(
         if show_progress:
             console.print(
                 f"iter {it + 1:>4}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
-                f"reward {row['total_reward']:+.3f}  entropy {row.get('entropy', 0):.3f}  "
-                f"clipfrac {row.get('clipfrac', 0):.3f}  len {row['response_len']:.1f}  "
-                f"end {row['end_rate']:.2f}"
+                f"beta {row['kl_beta']:.3f}  reward {row['total_reward']:+.3f}  "
+                f"entropy {row.get('entropy', 0):.3f}  clipfrac {row.get('clipfrac', 0):.3f}  "
+                f"len {row['response_len']:.1f}  end {row['end_rate']:.2f}",
+                soft_wrap=True,  # one line per iteration, also in a log file
             )
     p_trainer.save()
     v_trainer.save()
