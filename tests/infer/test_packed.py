@@ -37,6 +37,19 @@ def test_packed_linear_equals_linear(bias: bool, rows: int) -> None:
     assert packed.weight is lin.weight
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_linear_compiled_one_row_is_a_fused_gemv_equal_to_linear(bias: bool) -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(48, 80, bias=bias)
+    packed = PackedLinear(lin, batch_hint=16)
+    compiled = torch.compile(packed, dynamic=True)
+    with torch.no_grad():
+        for shape in ((1, 1, 48), (3, 1, 48)):  # the product-and-sum path, then oneDNN's
+            x = torch.randn(*shape)
+            torch.testing.assert_close(compiled(x), lin(x), atol=ATOL, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kw",
     [
