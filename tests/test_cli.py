@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import tyro
 
+from lmlab import cli
 from lmlab.cli import main
 from tests.conftest import user_error
 
@@ -113,3 +115,19 @@ def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_rlhf_needs_a_known_experiment(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: lmlab rlhf overopt" in user_error(capsys, ["rlhf", "bogus"])
+
+
+@pytest.mark.parametrize(
+    ("cls", "argv"),
+    [
+        (cli.PrefsArgs, ["runs/sft", "--out", "p.jsonl"]),
+        (cli.RewardArgs, ["runs/sft", "--data", "p.jsonl", "--out", "rm"]),
+        (cli.DPOArgs, ["runs/sft", "--data", "p.jsonl", "--out", "dpo"]),
+        (cli.GRPOArgs, ["runs/sft", "--out", "grpo"]),
+        (cli.PPOArgs, ["runs/sft", "--reward", "rm", "--out", "ppo"]),
+    ],
+    ids=["prefs", "rm", "dpo", "grpo", "ppo"],
+)
+def test_long_rlhf_commands_take_quiet(cls: type, argv: list[str]) -> None:
+    assert tyro.cli(cls, args=[*argv, "--quiet"]).quiet
+    assert not tyro.cli(cls, args=argv).quiet

@@ -877,6 +877,8 @@ class PrefsArgs:
     """Longest response."""
     seed: int = 0
     """Seed for prompts, sampling and noise."""
+    quiet: bool = False
+    """No progress display."""
 
 
 def cmd_prefs(argv: list[str]) -> None:
@@ -899,6 +901,7 @@ def cmd_prefs(argv: list[str]) -> None:
         args.temperature,
         args.max_new_tokens,
         args.margin,
+        show_progress=not args.quiet,
     )
     console.print_json(data=summary)
 
@@ -954,13 +957,17 @@ class RewardArgs:
     train: TrainConfig = field(default_factory=lambda: _train_defaults(300, 1e-4, 16))
     val_fraction: float = 0.1
     """Held-out fraction of pairs."""
+    quiet: bool = False
+    """No progress display."""
 
 
 def cmd_rm(argv: list[str]) -> None:
     args = tyro.cli(RewardArgs, args=argv, prog="lmlab rm")
     from lmlab.train.reward import train_reward_model
 
-    summary = train_reward_model(args.run, args.data, args.out, args.train, args.val_fraction)
+    summary = train_reward_model(
+        args.run, args.data, args.out, args.train, args.val_fraction, not args.quiet
+    )
     console.print_json(data=summary)
 
 
@@ -977,13 +984,15 @@ class DPOArgs:
     beta: float = 0.1
     """DPO temperature beta."""
     train: TrainConfig = field(default_factory=lambda: _train_defaults(200, 1e-5, 16))
+    quiet: bool = False
+    """No progress display."""
 
 
 def cmd_dpo(argv: list[str]) -> None:
     args = tyro.cli(DPOArgs, args=argv, prog="lmlab dpo")
     from lmlab.train.dpo import train_dpo
 
-    train_dpo(args.run, args.data, args.out, args.train, args.beta)
+    train_dpo(args.run, args.data, args.out, args.train, args.beta, show_progress=not args.quiet)
 
 
 @dataclass
@@ -996,13 +1005,17 @@ class GRPOArgs:
     """Output run directory."""
     grpo: Annotated[GRPOConfig, tyro.conf.arg(name="")] = field(default_factory=GRPOConfig)
     train: TrainConfig = field(default_factory=lambda: _train_defaults(50, 1e-5, 1))
+    quiet: bool = False
+    """No progress display."""
 
 
 def cmd_grpo(argv: list[str]) -> None:
     args = tyro.cli(GRPOArgs, args=argv, prog="lmlab grpo")
     from lmlab.train.grpo import train_grpo
 
-    console.print_json(data=train_grpo(args.run, args.out, args.train, args.grpo))
+    console.print_json(
+        data=train_grpo(args.run, args.out, args.train, args.grpo, show_progress=not args.quiet)
+    )
 
 
 @dataclass
@@ -1017,13 +1030,15 @@ class PPOArgs:
     """Output run directory (the policy; `out/value` holds the value model)."""
     ppo: Annotated[PPOConfig, tyro.conf.arg(name="")] = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=lambda: _train_defaults(1, 1e-5, 1))
+    quiet: bool = False
+    """No progress display."""
 
 
 def cmd_ppo(argv: list[str]) -> None:
     args = tyro.cli(PPOArgs, args=argv, prog="lmlab ppo")
     from lmlab.train.ppo import train_ppo
 
-    train_ppo(args.run, args.reward, args.out, args.train, args.ppo)
+    train_ppo(args.run, args.reward, args.out, args.train, args.ppo, show_progress=not args.quiet)
 
 
 # --- reason -----------------------------------------------------------------------------------
