@@ -289,9 +289,11 @@ PPO_CURVES = (
     ("score", "reward-model score"),
     ("gold", "gold reward (hidden judge)"),
     ("kl", "KL to the reference (per response)"),
+    ("kl_beta", "KL coefficient beta"),
     ("entropy", "entropy (per token)"),
     ("clipfrac", "clip fraction"),
     ("response_len", "response length (tokens)"),
+    ("end_rate", "responses that end"),
 )
 
 
@@ -303,7 +305,7 @@ def plot_ppo_curves(metrics: Path, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6), sharex=True)
     for ax, (key, title) in zip(axes.flat, PPO_CURVES, strict=True):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
