@@ -25,10 +25,12 @@ from lmlab.data.prefs import DEFAULT_MARGIN
 
 def tally(run: Sequence[float], baseline: Sequence[float], margin: float = 0.0) -> dict[str, Any]:
     """Win rate of gold scores `run` over `baseline` (paired); |difference| <= margin ties."""
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
     if len(run) != len(baseline) or not run:
         raise ValueError("need equally many (and at least one) scores for run and baseline")
     wins = [
-        0.5 if abs(a - b) <= margin or a == b else 1.0 if a > b else 0.0
+        0.5 if abs(a - b) <= margin else 1.0 if a > b else 0.0
         for a, b in zip(run, baseline, strict=True)
     ]
     rate = sum(wins) / len(wins)
@@ -65,19 +67,13 @@ def win_rate(
     rng = random.Random(seed)
     questions = [world.prompt(p, rng.random() < step_by_step_fraction) for p in problems]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    scores, correct = [], []
+    scores = []
     for path in (run, baseline):
         engine = Engine.from_checkpoint(path)
         outs = engine.generate([chat_prompt_ids(engine.tokenizer, q) for q in questions], params)
-        texts = [o[0].text for o in outs]
-        scores.append([gold_score(p, t) for p, t in zip(problems, texts, strict=True)])
-        correct.append(
-            sum(
-                bool(world.family(p.task).check(p, world.extract_answer(t)))
-                for p, t in zip(problems, texts, strict=True)
-            )
-            / len(texts)
-        )
+        scores.append([gold_score(p, o[0].text) for p, o in zip(problems, outs, strict=True)])
+    # gold = correct + at most 0.4 of style, so an answer is right exactly when gold >= 1
+    correct = [sum(g >= 1.0 for g in run_scores) / len(problems) for run_scores in scores]
     return {
         "run": str(run),
         "baseline": str(baseline),

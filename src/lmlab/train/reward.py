@@ -140,8 +140,8 @@ def train_reward_model(
     right = (sc > sr).float()
     accuracy = float(right.mean())
     longer = float(np.mean([len(c) > len(r) for c, r in val]))
-    shorter = float(np.mean([len(c) < len(r) for c, r in val]))
     not_shorter = torch.tensor([len(c) >= len(r) for c, r in val])
+    shorter = 1.0 - float(not_shorter.float().mean())
     acc_not_shorter = float(right[not_shorter].mean()) if not_shorter.any() else None
     # normalise: responses sampled from the SFT policy score 0 on average
     everything = [c for c, _ in train_rows] + [r for _, r in train_rows]
