@@ -70,11 +70,11 @@ def test_cached_decode_matches_full_forward(engine: Engine, model: Transformer) 
     seen: list[tuple[Any, int, torch.Tensor]] = []
     advance = engine._advance
 
-    def spy(rows: Any, logits: torch.Tensor, seqs: list[Any], done: list[Any]) -> None:
+    def spy(rows: Any, logits: torch.Tensor, seqs: list[Any], done: list[Any], *rest: Any) -> None:
         for j, s in enumerate(seqs):
             if s is not None:
                 seen.append((s, len(s.token_ids), logits[j].clone()))
-        advance(rows, logits, seqs, done)
+        advance(rows, logits, seqs, done, *rest)
 
     engine._advance = spy  # type: ignore[method-assign]
     reqs = [engine.add_request(p, greedy(12 + 3 * i)) for i, p in enumerate(PROMPTS[:3])]

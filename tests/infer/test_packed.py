@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from lmlab.config import MoEConfig
 from lmlab.data.tokenizer import byte_tokenizer
@@ -116,6 +117,11 @@ def test_compiled_decode_generates_what_the_eager_engine_does(prepack: bool) -> 
     params = SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
     compiled = Engine(model, tok, max_batch=4, compile=True, prepack=prepack)
     plain = Engine(model, tok, max_batch=4)
+    counters["inductor"].clear()
     for prompts in (["def f(x):"], ["def f(x):", "#", "the quick brown fox"]):  # batch 1, ragged
         want = [c[0].token_ids for c in plain.generate(prompts, params)]
         assert [c[0].token_ids for c in compiled.generate(prompts, params)] == want
+    # Freezing really ran (inductor prepacked the weights of the several-row graph's matmuls
+    # for oneDNN) and was switched off again after the compiled calls.
+    assert counters["inductor"]["mkldnn_linear_weight_pack_matcher_count"] > 0
+    assert not torch._inductor.config.freezing

@@ -34,6 +34,7 @@ the sequence log-likelihood. A prompt plus `max_new_tokens` longer than the cont
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 from collections import deque
@@ -230,8 +231,7 @@ class SlotCache:
         self._slots = None
         self._pos = positions
         self._span = span
-        ar = torch.arange(span, device=positions.device)
-        self._mask = (ar[None, :] <= positions[:, None])[:, None, None, :]
+        self._mask = None  # built by the first layer, inside the (compiled) decode step
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         kc, vc = self.k[layer], self.v[layer]
@@ -241,6 +241,9 @@ class SlotCache:
             vc[self._slots, :, :T] = v
             return k, v, None
         assert self._pos is not None
+        if self._mask is None:
+            ar = torch.arange(self._span, device=self._pos.device)
+            self._mask = (ar[None, :] <= self._pos[:, None])[:, None, None, :]
         B = k.shape[0]
         rows = self._rows[:B]
         kc[rows, :, self._pos] = k[:, :, 0]
@@ -344,17 +347,16 @@ class Engine:
         model = model.to(self.device).eval()
         self.prepacked = prepack and can_prepack(model)
         self.model = prepacked(model, max_batch) if self.prepacked else model
-        # The decode step is one fixed graph of small ops; compiling it (dynamic batch and span)
-        # fuses the elementwise work, and freezing lets inductor pre-pack the weights for its
-        # matmuls (the weights become constants: for inference-only models). Prefill stays eager.
-        # With prepacked weights the matmuls are already oneDNN's, and inductor's freezing pass
-        # cannot lower them: compile only fuses the rest.
-        self._decode_model = (
-            torch.compile(
-                self.model, dynamic=True, options={} if self.prepacked else {"freezing": True}
-            )
-            if compile
-            else self.model
+        # The decode step (one token per row through the model, then the greedy choice) is one
+        # fixed graph of small ops. Compiling it (dynamic batch and span) fuses the elementwise
+        # work, and inductor's freezing pass turns the weights into constants (inference only)
+        # and prepacks them for oneDNN matmuls called straight from the graph. Prefill stays
+        # eager, on the prepacked layers when there are.
+        self.compiled = compile
+        if compile:  # the module of the freezing switch in `_decode`
+            importlib.import_module("torch._inductor.config")
+        self._decode_fn = (
+            torch.compile(self._decode_logits, dynamic=True) if compile else self._decode_logits
         )
         self.tokenizer = tokenizer
         self.cfg = cfg
@@ -533,25 +535,51 @@ class Engine:
         span = max(s.length for s in seqs if s is not None) + 1
         positions = self.lengths[:B]
         self.cache.begin_decode(positions, span)
-        logits = self._decode_model(
-            self.tokens[:B, None], positions[:, None], self.cache, self.prev[:B]
-        )
+        if self.compiled:
+            # Freezing is on only around the compiled call (where a new graph may be compiled):
+            # globally it would also freeze a model that another part of the program trains.
+            # Set directly: `config.patch` costs 16 us a step, this 3.
+            config = torch._inductor.config
+            before, config.freezing = config.freezing, True
+            try:
+                logits, greedy = self._decode_fn(self.tokens[:B], positions, self.prev[:B])
+            finally:
+                config.freezing = before
+        else:
+            logits, greedy = self._decode_fn(self.tokens[:B], positions, self.prev[:B])
         self.prev[:B] = self.tokens[:B]  # the token just fed precedes the one sampled next
         self.lengths[:B] += self.active[:B]
         for s in seqs:
             if s is not None:
                 s.length += 1
-        self._advance(slice(0, B), logits[:, -1].float(), seqs, done)
+        self._advance(slice(0, B), logits, seqs, done, greedy)
+
+    def _decode_logits(
+        self, tokens: Tensor, positions: Tensor, prev: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One decode step's float32 logits [B, V] and greedy tokens [B] (the step that
+        `compile` compiles, so the argmax is fused into the graph too)."""
+        logits = self.model(tokens[:, None], positions[:, None], self.cache, prev)[:, -1].float()
+        return logits, self._allowed(logits).argmax(-1)
+
+    def _allowed(self, logits: Tensor) -> Tensor:
+        """Logits with the ids past the tokenizer (vocabulary padding) at -inf: never drawn."""
+        return logits if self._unknown is None else logits.masked_fill(self._unknown, -float("inf"))
 
     def _advance(
-        self, rows: Tensor | slice, logits: Tensor, seqs: list[_Seq | None], done: list[Request]
+        self,
+        rows: Tensor | slice,
+        raw: Tensor,
+        seqs: list[_Seq | None],
+        done: list[Request],
+        greedy: Tensor | None = None,
     ) -> None:
-        """Sample the next token of `rows` and do the per-sequence bookkeeping."""
+        """Choose the next token of `rows` from their float32 logits `raw` (`greedy`: their
+        argmax, if already computed) and do the per-sequence bookkeeping."""
         live = [s for s in seqs if s is not None]
-        raw = logits
-        if self._unknown is not None:  # ids past the tokenizer (vocab padding) are never drawn
-            logits = logits.masked_fill(self._unknown, -float("inf"))
         sampling = any(s.request.params.temperature > 0 for s in live)
+        if sampling or greedy is None:
+            logits = self._allowed(raw)
         if sampling:
             need_filter = any(
                 (p := s.request.params).top_k is not None or p.top_p < 1 or p.min_p > 0
@@ -569,7 +597,7 @@ class Engine:
             )
             self.counters[rows] += 1
         else:
-            nxt = logits.argmax(-1)
+            nxt = greedy if greedy is not None else logits.argmax(-1)
         self.tokens[rows] = nxt
         want_lp = any(s.request.params.logprobs for s in live)
         lps = raw.log_softmax(-1).gather(-1, nxt[:, None])[:, 0].tolist() if want_lp else None
