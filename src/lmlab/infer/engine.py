@@ -38,7 +38,7 @@ import importlib
 import itertools
 import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,7 @@ class SlotCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device,
+        attention: Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor] | None = None,
     ) -> None:
         shape = (max_batch, n_kv, max_len, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
@@ -222,6 +223,7 @@ class SlotCache:
         self._pos: Tensor | None = None
         self._span = 0
         self._mask: Tensor | None = None
+        self._attention = attention  # a fused decode-attention kernel (infer/kernels.py)
 
     def begin_prefill(self, slots: Tensor) -> None:
         self._slots = slots
@@ -244,11 +246,24 @@ class SlotCache:
         if self._mask is None:
             ar = torch.arange(self._span, device=self._pos.device)
             self._mask = (ar[None, :] <= self._pos[:, None])[:, None, None, :]
+        B = self._write_step(layer, k, v)
+        return kc[:B, :, : self._span], vc[:B, :, : self._span], self._mask
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
+        """A decode step's attention by the fused kernel, if the cache has one."""
+        if self._attention is None or self._slots is not None:
+            return None
+        assert self._pos is not None
+        self._write_step(layer, k, v)
+        return self._attention(q, self.k[layer], self.v[layer], self._pos, q.shape[-1] ** -0.5)
+
+    def _write_step(self, layer: int, k: Tensor, v: Tensor) -> int:
+        """Write a decode step's keys/values (row b at its own position); returns B."""
         B = k.shape[0]
         rows = self._rows[:B]
-        kc[rows, :, self._pos] = k[:, :, 0]
-        vc[rows, :, self._pos] = v[:, :, 0]
-        return kc[:B, :, : self._span], vc[:B, :, : self._span], self._mask
+        self.k[layer][rows, :, self._pos] = k[:, :, 0]
+        self.v[layer][rows, :, self._pos] = v[:, :, 0]
+        return B
 
     def copy_slot(self, src: int, dst: list[int], length: int) -> None:
         """Copy the first `length` cached positions of slot `src` into slots `dst`."""
@@ -326,6 +341,9 @@ class Engine:
     prepack: run the linear layers on weights reordered once for oneDNN (`infer/packed.py`;
     float32 CPU models only, ignored elsewhere; frozen weights too). `from_checkpoint` turns
     prepacking on; the plain constructor leaves it off because its model may still be training.
+    native_attention: decode steps attend with the fused C++ kernel of `infer/kernels.py` (float32
+    CPU only; built on first use; default: when `compile` is on; falls back to PyTorch ops, with
+    a warning, where it cannot be built).
     """
 
     def __init__(
@@ -337,6 +355,7 @@ class Engine:
         max_seq_len: int | None = None,
         compile: bool = False,
         prepack: bool = False,
+        native_attention: bool | None = None,
     ) -> None:
         if max_batch < 1:
             raise GenerationError(f"max_batch must be >= 1, got {max_batch}")
@@ -372,6 +391,7 @@ class Engine:
                 cfg.head_dim,
                 dtype,
                 self.device,
+                attention=self._native_attention(native_attention, dtype),
             )
             z = dict(device=self.device)
             # Per-slot state, on the device, so a decode step needs no host-side assembly.
@@ -394,6 +414,19 @@ class Engine:
         self.waiting: deque[Request] = deque()
         self._ids = itertools.count()
         self._hi = 0  # decode batch covers slots [0, _hi)
+
+    def _native_attention(
+        self, wanted: bool | None, dtype: torch.dtype
+    ) -> Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor] | None:
+        """The fused decode-attention kernel if wanted (default: with `compile`) and usable:
+        float32 on the CPU, and buildable here (infer/kernels.py)."""
+        if not (self.compiled if wanted is None else wanted):
+            return None
+        if self.device.type != "cpu" or dtype != torch.float32:
+            return None
+        from lmlab.infer.kernels import decode_attention_op
+
+        return decode_attention_op()
 
     @classmethod
     def from_checkpoint(

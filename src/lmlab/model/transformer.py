@@ -29,9 +29,14 @@ class KVCache(Protocol):
     `update` stores the new keys/values of `layer` (shape [B, H_kv, T_new, D]) and returns the
     keys/values to attend over plus an attention mask broadcastable to [B, H, T_new, T_all]
     (True = may attend), or None when plain causal attention over the returned keys is right.
+    `attend` may instead do both for a one-token step (q [B, H, 1, D]): store the keys/values
+    and return the attention output [B, H, 1, D] (with a fused kernel); None means it does not,
+    and attention calls `update`.
     """
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]: ...
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor | None: ...
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -69,6 +74,8 @@ class Attention(nn.Module):
         v = qkv[:, :, nq + self.n_kv :].transpose(1, 2)
         mask = None
         if cache is not None:
+            if T == 1 and (y := cache.attend(self.layer, q, k, v)) is not None:
+                return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * hd))
             k, v, mask = cache.update(self.layer, k, v)
         if self.n_kv != self.n_head:
             # Expanding K/V explicitly keeps SDPA on its fused kernels on every backend;
