@@ -1284,6 +1284,9 @@ class ServeArgs:
     """Require 'Authorization: Bearer KEY' on /v1/* (default: $LMLAB_API_KEY, else open)."""
     device: str = "cpu"
     """cpu or cuda[:N]."""
+    compile: bool = False
+    """Compile the decode step (torch.compile; on the CPU also the native attention kernel),
+    before serving: a slower start (about a minute on 2 CPU cores), faster decoding."""
 
 
 def cmd_serve(argv: list[str]) -> None:
@@ -1310,7 +1313,12 @@ def cmd_serve(argv: list[str]) -> None:
         raise ValueError(f"--timeout must be > 0, got {args.timeout}")
     from lmlab.infer import Engine
 
-    engine = Engine.from_checkpoint(args.run, args.device, max_batch=args.max_batch)
+    engine = Engine.from_checkpoint(
+        args.run, args.device, max_batch=args.max_batch, compile=args.compile
+    )
+    if args.compile:
+        with console.status("compiling the decode step"):
+            engine.warm_up()
     name = args.name or args.run.resolve().name
     cfg = ServeConfig(
         name=name,

@@ -324,3 +324,20 @@ def test_cli_chat(tiny_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) 
     args = ["chat", str(tiny_run), "--max-new-tokens", "20", "--system", "hi"]
     assert main(args) == 0
     assert capsys.readouterr().out.count("assistant>") == 3
+
+
+@pytest.mark.slow
+def test_warm_up_compiles_every_decode_graph_a_later_request_needs(tok: Tokenizer) -> None:
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(vocab_size=tok.vocab_size)).eval()
+    engine = Engine(model, tok, max_batch=4, compile=True)
+    counters["stats"].clear()
+    engine.warm_up()
+    assert not engine.has_work()
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == 2  # one row, and any number of rows
+    engine.generate(PROMPTS[:3], SamplingParams(max_new_tokens=5, temperature=0.0))
+    engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=5, temperature=0.0))
+    assert counters["stats"]["unique_graphs"] == graphs

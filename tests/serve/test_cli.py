@@ -23,7 +23,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_lmlab_serve_command(tiny_run: Path) -> None:
+@pytest.mark.parametrize(
+    "compile_", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"]
+)
+def test_lmlab_serve_command(tiny_run: Path, compile_: bool) -> None:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LMLAB_API_KEY": ""}
     cmd = [
@@ -38,11 +41,13 @@ def test_lmlab_serve_command(tiny_run: Path) -> None:
         "tiny",
         "--max-batch",
         "4",
+        *(["--compile"] if compile_ else []),
     ]
+    wait_s = 180 if compile_ else 30  # compiling (and warming up) comes before serving
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):  # bounded: 30 s
+        for _ in range(wait_s * 10):
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
                     break
@@ -52,7 +57,7 @@ def test_lmlab_serve_command(tiny_run: Path) -> None:
                 break
             time.sleep(0.1)
         else:
-            pytest.fail("lmlab serve did not answer /health within 30 s")
+            pytest.fail(f"lmlab serve did not answer /health within {wait_s} s")
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         r = httpx.post(
             url + "/v1/completions",

@@ -668,6 +668,19 @@ class Engine:
         while self._hi and self.slots[self._hi - 1] is None:
             self._hi -= 1
 
+    def warm_up(self) -> None:
+        """Run two short generations, one row and then two, so that a compiled engine has
+        compiled the graphs of both decode-step shapes (torch.compile specialises one row)
+        before the first real request. Leaves no request behind."""
+        if self.has_work():
+            raise GenerationError("warm_up needs an idle engine")
+        params = SamplingParams(max_new_tokens=2, temperature=0.0, ignore_eos=True)
+        # Two-token prompts: the attention span (3) then differs from the row count (2), so
+        # the compiler does not take them for one size.
+        prompt = [self.tokenizer.bos_id] * 2
+        for rows in (1, min(2, self.max_batch)):
+            self.generate([prompt] * rows, params)
+
     # --- front ends -------------------------------------------------------------------------
 
     def generate(
