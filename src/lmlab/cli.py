@@ -1286,7 +1286,8 @@ class ServeArgs:
     """cpu or cuda[:N]."""
     compile: bool = False
     """Compile the decode step (torch.compile; on the CPU also the native attention kernel),
-    before serving: a slower start (about a minute on 2 CPU cores), faster decoding."""
+    before serving: a slower start (15-30 s on 2 CPU cores for the small presets), faster
+    decoding."""
 
 
 def cmd_serve(argv: list[str]) -> None:
