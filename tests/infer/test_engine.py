@@ -341,3 +341,21 @@ def test_warm_up_compiles_every_decode_graph_a_later_request_needs(tok: Tokenize
     engine.generate(PROMPTS[:3], SamplingParams(max_new_tokens=5, temperature=0.0))
     engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=5, temperature=0.0))
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.slow
+def test_compiled_engines_over_different_models_keep_their_own_weights(tok: Tokenizer) -> None:
+    """Each compiled engine has its own graphs (its weights are frozen into them and the
+    guards on the model are dropped), so a second engine never runs the first one's."""
+    cfg = tiny_model_config(vocab_size=tok.vocab_size, init_std=0.3)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(Transformer(cfg).eval())
+    params = SamplingParams(max_new_tokens=8, temperature=0.0, ignore_eos=True)
+    compiled = [Engine(m, tok, max_batch=4, compile=True) for m in models]
+    plain = [Engine(m, tok, max_batch=4) for m in models]
+    for prompts in (PROMPTS[:1], PROMPTS[:3]):
+        want = [[c[0].token_ids for c in e.generate(prompts, params)] for e in plain]
+        assert want[0] != want[1]
+        assert [[c[0].token_ids for c in e.generate(prompts, params)] for e in compiled] == want

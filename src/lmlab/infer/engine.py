@@ -37,6 +37,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import re
+import types
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -372,11 +373,7 @@ class Engine:
         # and prepacks them for oneDNN matmuls called straight from the graph. Prefill stays
         # eager, on the prepacked layers when there are.
         self.compiled = compile
-        if compile:  # the module of the freezing switch in `_decode`
-            importlib.import_module("torch._inductor.config")
-        self._decode_fn = (
-            torch.compile(self._decode_logits, dynamic=True) if compile else self._decode_logits
-        )
+        self._decode_fn = self._compiled_step() if compile else self._decode_logits
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.max_batch = max_batch
@@ -414,6 +411,24 @@ class Engine:
         self.waiting: deque[Request] = deque()
         self._ids = itertools.count()
         self._hi = 0  # decode batch covers slots [0, _hi)
+
+    def _compiled_step(self) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """`_decode_logits` compiled for this engine alone.
+
+        torch.compile keeps its graphs per code object, and this engine's weights are frozen
+        into them, so the step runs on a copy of the method's code that only this engine
+        calls: no other engine can match its graphs. That makes dynamo's guards on the model's
+        modules redundant (the model must not change once compiled, as with the frozen
+        weights), and they are dropped: about 880 guards -> 65, a one-row decode step 6-7% faster
+        (`small-bpe` shape, 2-core CPU; at 16 rows no change beyond the noise). Guards on the
+        inputs, the cache and global state stay, so a new shape still compiles a new graph.
+        """
+        importlib.import_module("torch._inductor.config")  # for the freezing switch in `_decode`
+        fn = Engine._decode_logits
+        own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__)
+        skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)
+        options = {"guard_filter_fn": skip} if skip is not None else None
+        return torch.compile(types.MethodType(own, self), dynamic=True, options=options)
 
     def _native_attention(
         self, wanted: bool | None, dtype: torch.dtype
