@@ -128,3 +128,17 @@ def test_cli_eval(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["eval", str(tiny_run), "--tasks", "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.slow
+def test_cli_eval_compiled_gives_the_eager_report(tiny_run: Path, tmp_path: Path) -> None:
+    argv = ["eval", str(tiny_run), "--tasks", "arith:1,strings:2:op=reverse", "--n", "4"]
+    argv += ["--max-new-tokens", "6"]
+    reports = []
+    for extra, name in (([], "eager.json"), (["--compile"], "compiled.json")):
+        assert main([*argv, *extra, "--out", str(tmp_path / name)]) == 0
+        reports.append(json.loads((tmp_path / name).read_text()))
+    for r in reports:
+        r.pop("seconds")
+    assert reports[0] == reports[1]  # same greedy outputs, so the same metrics and examples
+    assert main([*argv, "--compile", "--judge", "world", "--baseline", str(tiny_run)]) == 2
