@@ -359,3 +359,23 @@ def test_compiled_engines_over_different_models_keep_their_own_weights(tok: Toke
         want = [[c[0].token_ids for c in e.generate(prompts, params)] for e in plain]
         assert want[0] != want[1]
         assert [[c[0].token_ids for c in e.generate(prompts, params)] for e in compiled] == want
+
+
+@pytest.mark.slow
+def test_compiled_moe_engine_keeps_its_guards_and_generates_what_eager_does(
+    tok: Tokenizer,
+) -> None:
+    """An MoE step breaks into several graphs (data-dependent dispatch) whose inner code the
+    layers share: the engine must keep dynamo's guards on the modules to tell them apart."""
+    from lmlab.config import MoEConfig
+
+    torch.manual_seed(0)
+    moe = MoEConfig(n_experts=4, top_k=2, n_shared=1)
+    cfg = tiny_model_config(vocab_size=tok.vocab_size, init_std=0.3, n_kv_head=2, moe=moe)
+    model = Transformer(cfg).eval()
+    params = SamplingParams(max_new_tokens=8, temperature=0.0, ignore_eos=True)
+    compiled = Engine(model, tok, max_batch=4, compile=True, max_seq_len=64)
+    plain = Engine(model, tok, max_batch=4)
+    for prompts in (PROMPTS[:1], PROMPTS[:3]):
+        want = [c[0].token_ids for c in plain.generate(prompts, params)]
+        assert [c[0].token_ids for c in compiled.generate(prompts, params)] == want
