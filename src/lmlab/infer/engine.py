@@ -426,25 +426,36 @@ class Engine:
         model's data-dependent dispatch) keeps every guard: its inner frames run code that
         other layers share, and only the guards on the modules tell their graphs apart.
         """
-        importlib.import_module("torch._inductor.config")  # for the freezing switch in `_decode`
+        config = importlib.import_module("torch._inductor.config")
         fn = Engine._decode_logits
         own = types.MethodType(
             types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__), self
         )
         guarded = torch.compile(own, dynamic=True)
         skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)
-        if skip is None:
-            return guarded
-        whole = torch.compile(own, dynamic=True, fullgraph=True, options={"guard_filter_fn": skip})
+        current = (
+            guarded
+            if skip is None
+            else torch.compile(own, dynamic=True, fullgraph=True, options={"guard_filter_fn": skip})
+        )
 
         def step(tokens: Tensor, positions: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
+            nonlocal current
+            # Freezing is on only around the compiled call (where a new graph may be compiled):
+            # globally it would also freeze a model that another part of the program trains.
+            # Set directly: `config.patch` costs 16 us a step, this 3.
+            before, config.freezing = config.freezing, True
             try:
-                return whole(tokens, positions, prev)
+                return current(tokens, positions, prev)
             except RuntimeError:
+                if current is guarded:
+                    raise
                 # Not one graph (dynamo's Unsupported, or a data-dependent shape): keep every
                 # guard from now on. A genuine error is raised again by the guarded call.
-                self._decode_fn = guarded
+                current = guarded
                 return guarded(tokens, positions, prev)
+            finally:
+                config.freezing = before
 
         return step
 
@@ -601,18 +612,7 @@ class Engine:
         span = max(s.length for s in seqs if s is not None) + 1
         positions = self.lengths[:B]
         self.cache.begin_decode(positions, span)
-        if self.compiled:
-            # Freezing is on only around the compiled call (where a new graph may be compiled):
-            # globally it would also freeze a model that another part of the program trains.
-            # Set directly: `config.patch` costs 16 us a step, this 3.
-            config = torch._inductor.config
-            before, config.freezing = config.freezing, True
-            try:
-                logits, greedy = self._decode_fn(self.tokens[:B], positions, self.prev[:B])
-            finally:
-                config.freezing = before
-        else:
-            logits, greedy = self._decode_fn(self.tokens[:B], positions, self.prev[:B])
+        logits, greedy = self._decode_fn(self.tokens[:B], positions, self.prev[:B])
         self.prev[:B] = self.tokens[:B]  # the token just fed precedes the one sampled next
         self.lengths[:B] += self.active[:B]
         for s in seqs:
