@@ -340,6 +340,8 @@ def test_warm_up_compiles_every_decode_graph_a_later_request_needs(tok: Tokenize
     assert graphs == 2  # one row, and any number of rows
     engine.generate(PROMPTS[:3], SamplingParams(max_new_tokens=5, temperature=0.0))
     engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=5, temperature=0.0))
+    # Nor do longer spans: only the batch and the span are dynamic (the cache is static).
+    engine.generate(PROMPTS[:2], SamplingParams(max_new_tokens=40, temperature=0.0))
     assert counters["stats"]["unique_graphs"] == graphs
 
 

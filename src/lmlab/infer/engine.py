@@ -405,6 +405,14 @@ class Engine:
         self._unknown: Tensor | None = None
         if tokenizer.vocab_size < cfg.vocab_size:
             self._unknown = torch.arange(cfg.vocab_size, device=self.device) >= tokenizer.vocab_size
+        if compile:
+            # Only the batch and the span vary between decode steps. The cache keeps its shape
+            # for the engine's life: marked static, its sizes are constants in the compiled
+            # step, not symbols whose relations dynamo re-checks in Python on every call (120
+            # guards -> 10; a one-row step 5-9% faster, `small-bpe` shape, 2-core CPU).
+            for t in (*self.cache.k, *self.cache.v, self.cache._rows, self._unknown):
+                if t is not None:
+                    torch._dynamo.mark_static(t)
         vocab = tokenizer.hf.get_vocab(with_added_tokens=False)
         self._byte_ids = frozenset(i for t, i in vocab.items() if _BYTE_TOKEN.fullmatch(t))
         self.slots: list[_Seq | None] = [None] * max_batch
