@@ -52,9 +52,17 @@ def test_kernel_equals_masked_attention(op: Op, H: int, H_kv: int, D: int) -> No
     torch.testing.assert_close(
         op(q, kc, vc, pos, D**-0.5), reference(q, kc, vc, pos), atol=1e-5, rtol=1e-5
     )
-    # a non-contiguous query (as after RoPE and a transpose) gives the same
-    qt = q.transpose(1, 2).contiguous().transpose(1, 2)
-    torch.testing.assert_close(op(qt, kc, vc, pos, D**-0.5), op(q, kc, vc, pos, D**-0.5))
+    # Strided queries give the same: rows and heads swapped in memory, heads sliced out of a
+    # fused q/k/v projection (both read in place), and a strided last dimension (copied first).
+    want = op(q, kc, vc, pos, D**-0.5)
+    qt = q.transpose(0, 1).contiguous().transpose(0, 1)
+    fused = torch.cat([q.transpose(1, 2), torch.randn(B, 1, 2 * H, D)], dim=2)
+    qf = fused[:, :, :H].transpose(1, 2)
+    qe = torch.zeros(B, H, 1, 2 * D)
+    qe[..., ::2] = q
+    for strided in (qt, qf, qe[..., ::2]):
+        assert not strided.is_contiguous()
+        torch.testing.assert_close(op(strided, kc, vc, pos, D**-0.5), want)
 
 
 def test_kernel_rejects_what_it_cannot_do(op: Op) -> None:

@@ -83,15 +83,17 @@ void weighted_sum(const float* p, const float* v, int64_t n, int64_t D, float z,
 }
 
 template <int NV>
-void attend_all(const float* q, const float* kc, const float* vc, const int64_t* pos, float* out,
-                int64_t B, int64_t H, int64_t Hkv, int64_t L, int64_t D, float scale) {
+void attend_all(const float* q, int64_t qsb, int64_t qsh, const float* kc, const float* vc,
+                const int64_t* pos, float* out, int64_t B, int64_t H, int64_t Hkv, int64_t L,
+                int64_t D, float scale) {
   const int64_t rep = H / Hkv;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> p(L);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H, n = pos[b] + 1;
       const int64_t head = (b * Hkv + h / rep) * L * D;
-      const float m = scores<NV>(q + bh * D, kc + head, vc + head, n, D, scale, p.data());
+      const float* qh = q + b * qsb + h * qsh;
+      const float m = scores<NV>(qh, kc + head, vc + head, n, D, scale, p.data());
       float z = 0.f;
       for (int64_t j = 0; j < n; ++j) z += (p[j] = std::exp(p[j] - m));
       weighted_sum<NV>(p.data(), vc + head, n, D, z, out + bh * D);
@@ -117,25 +119,28 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
   TORCH_CHECK(positions.dim() == 1 && positions.size(0) == B &&
                   positions.scalar_type() == at::kLong,
               "decode_attention: positions must be int64 [B]");
-  const auto qc = q.contiguous();
+  // q may be a strided view (the engine passes heads sliced out of the fused q/k/v
+  // projection): only its last dimension has to be contiguous, so no copy is made.
+  const auto qc = q.stride(3) == 1 ? q : q.contiguous();
   const auto pc = positions.contiguous();
   const int64_t* pos = pc.data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b)
     TORCH_CHECK(0 <= pos[b] && pos[b] < L, "decode_attention: position out of the cache");
-  auto out = at::empty_like(qc);
+  auto out = at::empty({B, H, 1, D}, q.options());
   const float* qp = qc.data_ptr<float>();
+  const int64_t qsb = qc.stride(0), qsh = qc.stride(1);
   const float* kp = k_cache.data_ptr<float>();
   const float* vp = v_cache.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const float s = static_cast<float>(scale);
   constexpr int64_t W = Vec::size();
   switch (D % W == 0 ? D / W : 0) {
-    case 1: attend_all<1>(qp, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
-    case 2: attend_all<2>(qp, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
-    case 4: attend_all<4>(qp, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
-    case 8: attend_all<8>(qp, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
-    case 16: attend_all<16>(qp, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
-    default: attend_all<0>(qp, kp, vp, pos, op, B, H, Hkv, L, D, s);
+    case 1: attend_all<1>(qp, qsb, qsh, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
+    case 2: attend_all<2>(qp, qsb, qsh, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
+    case 4: attend_all<4>(qp, qsb, qsh, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
+    case 8: attend_all<8>(qp, qsb, qsh, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
+    case 16: attend_all<16>(qp, qsb, qsh, kp, vp, pos, op, B, H, Hkv, L, D, s); break;
+    default: attend_all<0>(qp, qsb, qsh, kp, vp, pos, op, B, H, Hkv, L, D, s);
   }
   return out;
 }
