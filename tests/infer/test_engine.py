@@ -50,9 +50,11 @@ def model(tok: Tokenizer, request: pytest.FixtureRequest) -> Transformer:
     return model
 
 
-@pytest.fixture
-def engine(model: Transformer, tok: Tokenizer) -> Engine:
-    return Engine(model, tok, max_batch=8)
+@pytest.fixture(params=[1, 3], ids=["1-step", "3-step"])
+def engine(model: Transformer, tok: Tokenizer, request: pytest.FixtureRequest) -> Engine:
+    # 3 greedy decode steps per call (eager here; compiled engines default to 4) must give
+    # exactly what single steps give: every test below runs on both.
+    return Engine(model, tok, max_batch=8, decode_steps=request.param)
 
 
 def greedy(new: int, **kw: Any) -> SamplingParams:
@@ -101,13 +103,51 @@ def test_midway_join_gets_its_solo_tokens(
     a = engine.add_request(PROMPTS[0], greedy(40))
     for _ in range(11):
         engine.step()
-    assert len(a.seqs[0].token_ids) == 11
+    # the prefill's token, then `decode_steps` tokens a step
+    assert len(a.seqs[0].token_ids) == 1 + 10 * engine.decode_steps
     b = engine.add_request(PROMPTS[2], greedy(20))
     while not (a.finished and b.finished):
         engine.step()
     assert b.completions(tok)[0].token_ids == alone_b
     assert a.completions(tok)[0].token_ids == alone_a
     assert len(set(alone_a)) > 3  # the model does not just repeat one token
+
+
+def test_multi_step_decoding_equals_single_steps(model: Transformer, tok: Tokenizer) -> None:
+    """Tokens, logprobs and finish reasons agree exactly with single steps: for a stop token that
+    falls inside a multi-step call (its later tokens are dropped), lengths that are no multiple
+    of the steps (the tail runs single steps) and a sampled request beside greedy ones (single
+    steps while it runs)."""
+    single = Engine(model, tok, max_batch=8)
+    multi = Engine(model, tok, max_batch=8, decode_steps=4)
+    full = single.generate([PROMPTS[0]], greedy(30))[0][0].token_ids
+    # Alone, the request gets token 0 from its prefill and tokens 4c+1..4c+4 from call c: pick
+    # a stop token whose first appearance is not the first token of a call.
+    at = next(i for i in range(5, 30) if i % 4 != 1 and full.index(full[i]) == i)
+    batches = [
+        [(PROMPTS[0], greedy(30, logprobs=True, stop_token_ids=[full[at]]))],
+        [
+            (PROMPTS[1], greedy(13, logprobs=True)),
+            (PROMPTS[2], greedy(7, logprobs=True)),
+            (PROMPTS[3], SamplingParams(max_new_tokens=6, temperature=0.9, seed=2, logprobs=True)),
+        ],
+    ]
+    for batch in batches:
+        outs = []
+        for eng in (single, multi):
+            reqs = [eng.add_request(p, sp) for p, sp in batch]
+            while eng.has_work():
+                eng.step()
+            outs.append([r.completions(tok)[0] for r in reqs])
+        want, got = outs
+        for c, w in zip(got, want, strict=True):
+            assert (c.token_ids, c.finish_reason) == (w.token_ids, w.finish_reason)
+            assert c.logprobs is not None and w.logprobs is not None
+            torch.testing.assert_close(c.logprobs, w.logprobs, rtol=0, atol=1e-6)
+        if batch is batches[0]:
+            assert want[0].finish_reason == "stop" and len(want[0].token_ids) == at + 1
+    with pytest.raises(GenerationError, match="decode_steps must be >= 1"):
+        Engine(model, tok, decode_steps=0)
 
 
 def test_batched_greedy_equals_one_by_one(engine: Engine) -> None:
@@ -337,7 +377,9 @@ def test_warm_up_compiles_every_decode_graph_a_later_request_needs(tok: Tokenize
     engine.warm_up()
     assert not engine.has_work()
     graphs = counters["stats"]["unique_graphs"]
-    assert graphs == 2  # one row, and any number of rows
+    # one row and any number of rows, for a single step and for the multi-step call
+    assert engine.decode_steps == 4
+    assert graphs == 4
     engine.generate(PROMPTS[:3], SamplingParams(max_new_tokens=5, temperature=0.0))
     engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=5, temperature=0.0))
     # Nor do longer spans: only the batch and the span are dynamic (the cache is static).

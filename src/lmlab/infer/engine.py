@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -132,6 +132,9 @@ class Completion:
 _M32 = 0xFFFFFFFF
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
 _GOLDEN = 0x9E3779B1
+_T = TypeVar("_T")
+# Decode steps per compiled call when every running row decodes greedily (see `_decode`).
+_COMPILED_STEPS = 4
 
 
 def _mix32(x: Tensor) -> Tensor:
@@ -235,6 +238,11 @@ class SlotCache:
         self._pos = positions
         self._span = span
         self._mask = None  # built by the first layer, inside the (compiled) decode step
+
+    @property
+    def span(self) -> int:
+        """Positions a decode step attends over (set by `begin_decode`)."""
+        return self._span
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         kc, vc = self.k[layer], self.v[layer]
@@ -357,9 +365,13 @@ class Engine:
         compile: bool = False,
         prepack: bool = False,
         native_attention: bool | None = None,
+        decode_steps: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise GenerationError(f"max_batch must be >= 1, got {max_batch}")
+        steps = decode_steps if decode_steps is not None else (_COMPILED_STEPS if compile else 1)
+        if steps < 1:
+            raise GenerationError(f"decode_steps must be >= 1, got {steps}")
         cfg = model.cfg  # type: ignore[attr-defined]
         self.device = (
             torch.device(device) if device is not None else next(model.parameters()).device
@@ -373,7 +385,9 @@ class Engine:
         # and prepacks them for oneDNN matmuls called straight from the graph. Prefill stays
         # eager, on the prepacked layers when there are.
         self.compiled = compile
-        self._decode_fn = self._compiled_step() if compile else self._decode_logits
+        self.decode_steps = steps
+        self._decode_fn = self._compiled(Engine._decode_logits) if compile else self._decode_logits
+        self._multi_fn = self._compiled(Engine._decode_multi) if compile else self._decode_multi
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.max_batch = max_batch
@@ -420,8 +434,9 @@ class Engine:
         self._ids = itertools.count()
         self._hi = 0  # decode batch covers slots [0, _hi)
 
-    def _compiled_step(self) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """`_decode_logits` compiled for this engine alone.
+    def _compiled(self, fn: Callable[..., _T]) -> Callable[..., _T]:
+        """`fn` (a decode-step method: `_decode_logits` or `_decode_multi`) compiled for this
+        engine alone.
 
         torch.compile keeps its graphs per code object, and this engine's weights are frozen
         into them, so the step runs on a copy of the method's code that only this engine
@@ -435,7 +450,6 @@ class Engine:
         other layers share, and only the guards on the modules tell their graphs apart.
         """
         config = importlib.import_module("torch._inductor.config")
-        fn = Engine._decode_logits
         own = types.MethodType(
             types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__), self
         )
@@ -447,21 +461,21 @@ class Engine:
             else torch.compile(own, dynamic=True, fullgraph=True, options={"guard_filter_fn": skip})
         )
 
-        def step(tokens: Tensor, positions: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
+        def step(*args: Tensor) -> _T:
             nonlocal current
             # Freezing is on only around the compiled call (where a new graph may be compiled):
             # globally it would also freeze a model that another part of the program trains.
             # Set directly: `config.patch` costs 16 us a step, this 3.
             before, config.freezing = config.freezing, True
             try:
-                return current(tokens, positions, prev)
+                return current(*args)
             except RuntimeError:
                 if current is guarded:
                     raise
                 # Not one graph (dynamo's Unsupported, or a data-dependent shape): keep every
                 # guard from now on. A genuine error is raised again by the guarded call.
                 current = guarded
-                return guarded(tokens, positions, prev)
+                return guarded(*args)
             finally:
                 config.freezing = before
 
@@ -620,13 +634,33 @@ class Engine:
         span = max(s.length for s in seqs if s is not None) + 1
         positions = self.lengths[:B]
         self.cache.begin_decode(positions, span)
-        logits, greedy = self._decode_fn(self.tokens[:B], positions, self.prev[:B])
-        self.prev[:B] = self.tokens[:B]  # the token just fed precedes the one sampled next
-        self.lengths[:B] += self.active[:B]
-        for s in seqs:
-            if s is not None:
-                s.length += 1
-        self._advance(slice(0, B), logits, seqs, done, greedy)
+        args = (self.tokens[:B], positions, self.prev[:B])
+        if self._multi_step(seqs):
+            steps = self._multi_fn(*args, self.active[:B])
+        else:
+            steps = [self._decode_fn(*args)]
+        for logits, greedy in steps:
+            self.prev[:B] = self.tokens[:B]  # the token just fed precedes the one chosen next
+            self.lengths[:B] += self.active[:B]
+            for s in seqs:
+                if s is not None:
+                    s.length += 1
+            self._advance(slice(0, B), logits, seqs, done, greedy)
+            seqs = self.slots[:B]  # a row that finished drops its later tokens
+
+    def _multi_step(self, seqs: list[_Seq | None]) -> bool:
+        """Whether this step may decode `decode_steps` tokens per row in one call: every running
+        row is greedy (the argmax of one step feeds the next inside the compiled graph) and has
+        at least that many tokens still to come (so its cache has room for them all)."""
+        k = self.decode_steps
+        return k > 1 and all(
+            s is None
+            or (
+                s.request.params.temperature == 0
+                and s.request.params.max_new_tokens - len(s.token_ids) >= k
+            )
+            for s in seqs
+        )
 
     def _decode_logits(
         self, tokens: Tensor, positions: Tensor, prev: Tensor
@@ -635,6 +669,20 @@ class Engine:
         `compile` compiles, so the argmax is fused into the graph too)."""
         logits = self.model(tokens[:, None], positions[:, None], self.cache, prev)[:, -1].float()
         return logits, self._allowed(logits).argmax(-1)
+
+    def _decode_multi(
+        self, tokens: Tensor, positions: Tensor, prev: Tensor, active: Tensor
+    ) -> list[tuple[Tensor, Tensor]]:
+        """`decode_steps` greedy decode steps in a row, each feeding its argmax to the next:
+        the logits and greedy tokens of each. Compiled as one graph, the per-call cost of a
+        compiled step (guards, wrappers, the engine's bookkeeping) is paid once for them all."""
+        out = [self._decode_logits(tokens, positions, prev)]
+        for _ in range(self.decode_steps - 1):
+            prev, tokens = tokens, out[-1][1]
+            positions = positions + active  # idle rows (active 0) stay where they are
+            self.cache.begin_decode(positions, self.cache.span + 1)
+            out.append(self._decode_logits(tokens, positions, prev))
+        return out
 
     def _allowed(self, logits: Tensor) -> Tensor:
         """Logits with the ids past the tokenizer (vocabulary padding) at -inf: never drawn."""
@@ -715,7 +763,9 @@ class Engine:
         before the first real request. Leaves no request behind."""
         if self.has_work():
             raise GenerationError("warm_up needs an idle engine")
-        params = SamplingParams(max_new_tokens=2, temperature=0.0, ignore_eos=True)
+        # The prefill's token, a multi-step call if the engine makes them, then a single step.
+        steps = self.decode_steps if self.decode_steps > 1 else 0
+        params = SamplingParams(max_new_tokens=steps + 2, temperature=0.0, ignore_eos=True)
         # Two-token prompts: the attention span (3) then differs from the row count (2), so
         # the compiler does not take them for one size.
         prompt = [self.tokenizer.bos_id] * 2
