@@ -353,6 +353,12 @@ class Engine:
     native_attention: decode steps attend with the fused C++ kernel of `infer/kernels.py` (float32
     CPU only; built on first use; default: when `compile` is on; falls back to PyTorch ops, with
     a warning, where it cannot be built).
+    decode_steps: greedy decode steps per call when every running row is greedy and has that many
+    tokens to go (default: 4 with `compile`, else 1). The argmax of one step feeds the next
+    inside one (compiled) graph, so the per-call costs are paid once per `decode_steps` tokens;
+    the tokens are exactly those of single steps. A row that stops mid-way drops the rest;
+    rows that sample, or are near their end, run single steps. `step()` then yields up to
+    `decode_steps` tokens per row, and a waiting request joins after the call.
     """
 
     def __init__(
@@ -759,8 +765,8 @@ class Engine:
 
     def warm_up(self) -> None:
         """Run two short generations, one row and then two, so that a compiled engine has
-        compiled the graphs of both decode-step shapes (torch.compile specialises one row)
-        before the first real request. Leaves no request behind."""
+        compiled the graphs of both decode-step shapes (torch.compile specialises one row),
+        single and multi-step, before the first real request. Leaves no request behind."""
         if self.has_work():
             raise GenerationError("warm_up needs an idle engine")
         # The prefill's token, a multi-step call if the engine makes them, then a single step.
