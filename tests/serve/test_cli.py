@@ -78,4 +78,6 @@ def test_lmlab_serve_bad_flags(tiny_run: Path, capsys: pytest.CaptureFixture[str
     assert main(["serve", str(tiny_run), "--max-batch", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: --max-batch must be >= 1, got 0"
+    assert main(["serve", str(tiny_run), "--decode-steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --decode-steps must be >= 1, got 0"
     assert main(["serve", str(tiny_run.parent / "missing")]) == 2
