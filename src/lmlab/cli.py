@@ -620,7 +620,7 @@ class EvalArgs:
     """The run to compare against with --judge world (e.g. the SFT run before RLHF)."""
     compile: bool = False
     """Generate with prepacked weights and a compiled decode step (docs/inference.md): compiling
-    costs 15-30 s on 2 CPU cores up front, then decoding is faster (not with --judge world)."""
+    costs about 45 s on 2 CPU cores up front, then decoding is faster (not with --judge world)."""
 
 
 def cmd_eval(argv: list[str]) -> None:

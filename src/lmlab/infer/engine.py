@@ -239,6 +239,11 @@ class SlotCache:
         self._span = span
         self._mask = None  # built by the first layer, inside the (compiled) decode step
 
+    def mark_static(self) -> None:
+        """Tell torch.compile that the cache tensors never change shape (see `Engine`)."""
+        for t in (*self.k, *self.v, self._rows):
+            torch._dynamo.mark_static(t)
+
     @property
     def span(self) -> int:
         """Positions a decode step attends over (set by `begin_decode`)."""
@@ -430,9 +435,9 @@ class Engine:
             # for the engine's life: marked static, its sizes are constants in the compiled
             # step, not symbols whose relations dynamo re-checks in Python on every call (120
             # guards -> 10; a one-row step 5-9% faster, `small-bpe` shape, 2-core CPU).
-            for t in (*self.cache.k, *self.cache.v, self.cache._rows, self._unknown):
-                if t is not None:
-                    torch._dynamo.mark_static(t)
+            self.cache.mark_static()
+            if self._unknown is not None:
+                torch._dynamo.mark_static(self._unknown)
         vocab = tokenizer.hf.get_vocab(with_added_tokens=False)
         self._byte_ids = frozenset(i for t, i in vocab.items() if _BYTE_TOKEN.fullmatch(t))
         self.slots: list[_Seq | None] = [None] * max_batch
