@@ -534,8 +534,12 @@ WORLD_KNOBS = ("digits", "op", "steps", "numbers", "largest", "length", "k", "ru
 
 
 def cmd_world(argv: list[str]) -> None:
+    usage = "usage: lmlab world sample [--task T --n N ...] | lmlab world list"
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return
     if not argv or argv[0] not in ("sample", "list"):
-        raise ValueError("usage: lmlab world sample [--task T --n N ...] | lmlab world list")
+        raise ValueError(usage)
     from lmlab.data import world
 
     if argv[0] == "list":
