@@ -114,8 +114,7 @@ def cmd_tokenize(argv: list[str]) -> None:
 
     args = tyro.cli(TokenizeArgs, args=argv, prog="lmlab tokenize")
     from lmlab.data.corpora import load_corpus
-    from lmlab.data.shards import build_shards
-    from lmlab.train.pretrain import get_tokenizer
+    from lmlab.data.shards import build_shards, get_tokenizer
 
     cfg = RunConfig(
         model=ModelConfig(vocab_size=args.vocab_size),
@@ -391,7 +390,7 @@ class ExportArgs:
 def cmd_export(argv: list[str]) -> None:
     args = tyro.cli(ExportArgs, args=argv, prog="lmlab export")
     from lmlab.model.hf import export_hf, hf_format
-    from lmlab.train.checkpoint import load_run
+    from lmlab.model.load import load_run
 
     model, tok, _ = load_run(args.run)
     export_hf(model, tok, args.out, args.drop_selection_bias)  # type: ignore[arg-type]
@@ -453,8 +452,8 @@ def cmd_moe_stats(argv: list[str]) -> None:
 
     from lmlab.data.corpora import load_corpus
     from lmlab.data.shards import Batches, build_shards
+    from lmlab.model.load import load_run
     from lmlab.model.moe import plot_load, routing_report
-    from lmlab.train.checkpoint import load_run
 
     if args.batches < 1 or args.batch_size < 1:
         raise ValueError("--batches and --batch-size must be >= 1")
@@ -630,7 +629,8 @@ class EvalArgs:
 def cmd_eval(argv: list[str]) -> None:
     args = tyro.cli(EvalArgs, args=argv, prog="lmlab eval")
     from lmlab.eval.harness import check_strategy, evaluate, print_table
-    from lmlab.train.checkpoint import load_run, write_atomic
+    from lmlab.model.load import load_run
+    from lmlab.runs import write_atomic
 
     check_strategy(args.strategy)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -1128,7 +1128,7 @@ def cmd_reason(argv: list[str]) -> None:
     from lmlab.data import world
     from lmlab.reason import compare, parse_strategy, plot, print_rows, run_strategy
     from lmlab.reason.compare import settings_for
-    from lmlab.train.checkpoint import write_atomic
+    from lmlab.runs import write_atomic
 
     knobs = {"digits": args.digits, "steps": args.steps, "numbers": args.numbers}
     spec = ":".join([args.task, *(f"{k}={v}" for k, v in knobs.items() if v is not None)])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmlab.config import PPOConfig, TrainConfig
-from lmlab.train.checkpoint import load_run
+from lmlab.model.load import load_run
 from lmlab.train.ppo import (
     AdaptiveKL,
     gae,
