@@ -152,7 +152,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             capsize=3,
         )
         ax.annotate(
-            f"{r['strategy']} ({r['tokens']:,.0f} gen. tok/q)",
+            f"{r['strategy']} ({r['tokens']:,.0f} tok)",
             (r["flops"], r["accuracy"]),
             textcoords="offset points",
             xytext=(5, 5 if i % 2 == 0 else -12),
@@ -171,7 +171,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.legend(loc="upper left")
     if all(r["flops"] > 0 for r in rows):
         ax.set_xscale("log")
-    ax.set_xlabel("forward FLOPs per question (prompt prefill + generation)")
+    ax.set_xlabel("forward FLOPs per question, prefill included (in brackets: tokens generated)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
