@@ -1072,7 +1072,7 @@ def cmd_ppo(argv: list[str]) -> None:
 @dataclass
 class ReasonArgs:
     """Answer world test problems with a reasoning strategy, or compare strategies' accuracy
-    against the compute they spend (tokens generated, FLOPs)."""
+    against the compute they spend (FLOPs with the prompt prefill, tokens generated)."""
 
     run: Annotated[Path, tyro.conf.Positional]
     """Run directory (a model fine-tuned on the world, e.g. by `lmlab sft`)."""
@@ -1096,7 +1096,13 @@ class ReasonArgs:
     breadth: int | None = None
     """tot: states kept per depth."""
     evaluator: str | None = None
-    """tot: value, verifier (tasks with a verifier: countdown) or reward (needs --reward)."""
+    """tot: value (the model rates each state sure/likely/impossible; the default), vote (the
+    model picks the most promising state of a step), likelihood (the path's own probability:
+    beam search), verifier (tasks with a verifier: countdown) or reward (needs --reward)."""
+    n_evaluate: int | None = None
+    """tot --evaluator value: replies sampled per state, their labels summed (default 3)."""
+    n_vote: int | None = None
+    """tot --evaluator vote: replies sampled per step, votes counted per state (default 5)."""
     generator: str | None = None
     """tot: sample or propose."""
     search: str | None = None
@@ -1145,6 +1151,8 @@ def cmd_reason(argv: list[str]) -> None:
         "k": args.k,
         "breadth": args.breadth,
         "evaluator": args.evaluator,
+        "n_evaluate": args.n_evaluate,
+        "n_vote": args.n_vote,
         "generator": args.generator,
         "search": args.search,
         "budget": args.budget,
@@ -1169,10 +1177,18 @@ def cmd_reason(argv: list[str]) -> None:
         settings["reward_fn"] = reward_model_fn(args.reward)
     elif args.reward is not None:
         raise ValueError("--reward is only used with --evaluator reward")
+    if args.n_evaluate is not None and args.evaluator not in (None, "value"):
+        raise ValueError("--n-evaluate is only used with --evaluator value")
+    if args.n_vote is not None and args.evaluator != "vote":
+        raise ValueError("--n-vote is only used with --evaluator vote")
     problems = world.generate(name, args.n, seed=args.seed, split="test", **values)
     from lmlab.infer import Engine
 
-    widest = max(getattr(parse_strategy(s, **settings_for(s, settings)), "k", 1) for s in specs)
+    widest = max(  # samples of one request: chains, thoughts, evaluator replies
+        getattr(parse_strategy(s, **settings_for(s, settings)), a, 1)
+        for s in specs
+        for a in ("k", "n_evaluate", "n_vote")
+    )
     engine = Engine.from_checkpoint(args.run, args.device, max_batch=max(args.batch_size, widest))
     title = f"lmlab reason {spec}  n={args.n}"
     report: dict = {"run": str(args.run), "task": spec, "n": args.n, "seed": args.seed}

@@ -1,14 +1,26 @@
-"""Votes, answer extraction and compute accounting."""
+"""Votes, answer extraction and compute accounting (every strategy's compute is exactly what
+the engine prefilled and generated for it)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
 from lmlab.data import world
+from lmlab.data.world import STEP_BY_STEP
+from lmlab.infer.engine import SamplingParams
 from lmlab.reason.base import FlopModel, ReasonError, extract, normalize, vote
-from lmlab.reason.strategies import Direct, SelfConsistency, ZeroShotCoT
+from lmlab.reason.strategies import (
+    Adaptive,
+    Direct,
+    FewShotCoT,
+    SelfConsistency,
+    TreeOfThoughts,
+    ZeroShotCoT,
+)
+from tests.reason.fakes import ScriptedEngine
 
 
 def test_majority_vote_on_fixed_samples() -> None:
@@ -73,23 +85,85 @@ def test_flops_count_every_token_run_forward() -> None:
     assert fm.request(3, [1]) == fm.request(3, [])
 
 
-def _tokens(engine_factory, strategy) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    engine = engine_factory()
-    problems = world.generate("arith", 5, seed=1, split="test", digits=2)
-    results = strategy.run(engine, problems)
-    return sum(r.compute.tokens for r in results), engine.generated
+def counting_reply(prompt: str, i: int, params: SamplingParams) -> tuple[str, float]:
+    """Chains of thought, ToT lines that reach an answer on the third line, and evaluator
+    replies (a label, a vote)."""
+    if "sure, likely or impossible" in prompt:
+        return ["likely", "sure", "no"][i % 3], math.log(0.5)
+    if "The best choice is N" in prompt:
+        return f"The best choice is {i % 2 + 1}", math.log(0.5)
+    if prompt.split(STEP_BY_STEP)[-1].count("\n") >= 2:
+        return f"Answer: {len(prompt) % 7 + i}", math.log(0.5)
+    answer = (len(prompt) + 3 * i + (params.seed or 0)) % 11  # votes that rarely agree
+    return f"reasoning {i}\nmore\nAnswer: {answer}", math.log(0.5)
+
+
+ARITH = world.generate("arith", 4, seed=1, split="test", digits=2)
+COUNTDOWN = world.generate("countdown", 3, seed=1, split="test", numbers=2)
 
 
 @pytest.mark.parametrize(
-    "strategy",
-    [Direct(), ZeroShotCoT(), SelfConsistency(k=4, temperature=0.8)],
-    ids=["direct", "cot", "sc"],
+    ("strategy", "problems"),
+    [
+        (Direct(), ARITH),
+        (ZeroShotCoT(), ARITH),
+        (FewShotCoT(task="arith:2", shots=2), ARITH),
+        (SelfConsistency(k=4, temperature=0.8), ARITH),
+        (SelfConsistency(k=3, weighted=True), ARITH),
+        (TreeOfThoughts(evaluator="likelihood", max_new_tokens=24), ARITH),
+        (TreeOfThoughts(evaluator="value", max_new_tokens=24, n_evaluate=2), ARITH),
+        (TreeOfThoughts(evaluator="vote", max_new_tokens=24, search="dfs"), ARITH),
+        (TreeOfThoughts(evaluator="verifier", max_new_tokens=24), COUNTDOWN),
+        (
+            TreeOfThoughts(evaluator="reward", max_new_tokens=24, reward_fn=lambda p, t: len(t)),
+            COUNTDOWN,
+        ),
+        (Adaptive(budget=3000, k=4, tot=True, evaluator="value"), ARITH),
+        (Adaptive(budget=3000, k=4), COUNTDOWN),
+    ],
+    ids=[
+        "direct",
+        "cot",
+        "fewshot-cot",
+        "sc",
+        "sc-weighted",
+        "tot-likelihood",
+        "tot-value",
+        "tot-vote-dfs",
+        "tot-verifier",
+        "tot-reward",
+        "adaptive-value",
+        "adaptive-verifier",
+    ],
 )
-def test_compute_equals_tokens_generated_scripted(strategy) -> None:  # type: ignore[no-untyped-def]
-    from tests.reason.fakes import ScriptedEngine
+def test_compute_is_what_the_engine_prefilled_and_generated(
+    strategy: Any, problems: list[world.Problem]
+) -> None:
+    engine = ScriptedEngine(counting_reply)
+    results = strategy.run(engine, problems)
+    assert engine.prefilled > 0 and engine.generated > 0
+    judged = {"value": "sure, likely or impossible", "vote": "The best choice is N"}
+    if getattr(strategy, "evaluator", None) in judged:  # the evaluator's prompts were asked
+        assert any(judged[strategy.evaluator] in p for p in engine.prompts)
+    assert sum(r.compute.prompt_tokens for r in results) == engine.prefilled
+    assert sum(r.compute.tokens for r in results) == engine.generated
+    assert sum(r.compute.calls for r in results) == len(engine.requests)
+    fm = FlopModel.of(engine)
+    assert sum(r.compute.flops for r in results) == pytest.approx(
+        sum(fm.request(p, g) for p, g in engine.requests)
+    )
 
-    def reply(prompt: str, i: int, params):  # type: ignore[no-untyped-def]
-        return (f"reasoning {i}\nmore\nAnswer: {len(prompt) % 7 + i}", math.log(0.5))
 
-    spent, generated = _tokens(lambda: ScriptedEngine(reply), strategy)
-    assert spent == generated > 0
+def test_prompt_tokens_cover_the_exemplars_and_the_second_stage() -> None:
+    """Few-shot exemplars and zero-shot CoT's extraction prompt are prefilled and charged."""
+    engine = ScriptedEngine(counting_reply)
+    [one_shot] = FewShotCoT(task="arith:2", shots=1).run(engine, ARITH[:1])
+    [three_shot] = FewShotCoT(task="arith:2", shots=3).run(
+        ScriptedEngine(counting_reply), ARITH[:1]
+    )
+    assert three_shot.compute.prompt_tokens > one_shot.compute.prompt_tokens
+    engine = ScriptedEngine(counting_reply)
+    [cot] = ZeroShotCoT().run(engine, ARITH[:1])
+    (first, [reasoning]), (second, _) = engine.requests
+    assert second == first + reasoning  # the reasoning (stop included) and "Answer:" again
+    assert cot.compute.prompt_tokens == first + second

@@ -45,6 +45,17 @@ def test_reason_compare_plots_accuracy_vs_compute(tiny_run: Path, tmp_path: Path
     assert any(r["pareto"] for r in rows)
 
 
+@pytest.mark.parametrize(("evaluator", "flag"), [("value", "--n-evaluate"), ("vote", "--n-vote")])
+def test_reason_tot_evaluator_flags(
+    tiny_run: Path, tmp_path: Path, evaluator: str, flag: str
+) -> None:
+    out = tmp_path / "tot.json"
+    argv = ["reason", str(tiny_run), *BASE, "--strategy", "tot@2", "--evaluator", evaluator]
+    assert main([*argv, flag, "2", "--out", str(out)]) == 0
+    answers = json.loads(out.read_text())["answers"]
+    assert all(a["eval_replies"] % 2 == 0 for a in answers)  # 2 replies per prompt asked
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
@@ -53,6 +64,11 @@ def test_reason_compare_plots_accuracy_vs_compute(tiny_run: Path, tmp_path: Path
         (["--strategy", "tot", "--breadth", "0"], "breadth must be"),
         (["--strategy", "tot", "--evaluator", "verifier"], "verifier"),
         (["--strategy", "tot", "--evaluator", "reward"], "--reward"),
+        (["--strategy", "tot", "--evaluator", "value", "--n-evaluate", "0"], "n_evaluate must"),
+        (["--strategy", "tot", "--evaluator", "vote", "--n-vote", "0"], "n_vote must"),
+        (["--strategy", "tot", "--evaluator", "likelihood", "--n-vote", "3"], "--n-vote is only"),
+        (["--strategy", "tot", "--evaluator", "vote", "--n-evaluate", "3"], "--n-evaluate is"),
+        (["--strategy", "sc", "--n-evaluate", "2"], "no setting --n-evaluate"),
         (["--strategy", "direct", "--breadth", "3"], "no setting --breadth"),
         (["--strategy", "direct", "--plot", "x.png"], "--plot needs --compare"),
     ],

@@ -12,7 +12,7 @@ from lmlab.data import world
 from lmlab.infer import Engine, SamplingParams
 from lmlab.reason import ReasonError, get_strategy, parse_strategy
 from lmlab.reason.strategies import Adaptive, FewShotCoT, SelfConsistency, TreeOfThoughts
-from tests.reason.fakes import ScriptedEngine
+from tests.reason.fakes import CountingEngine, ScriptedEngine
 
 
 def _noise(*parts: object) -> int:
@@ -151,36 +151,22 @@ def test_parse_strategy_sets_the_count() -> None:
     assert parse_strategy("adaptive@6", budget=100).k == 6
 
 
-class CountingEngine:
-    """The real engine, counting the tokens it generates."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.inner = engine
-        self.generated = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def generate(self, prompts, params):  # type: ignore[no-untyped-def]
-        outs = self.inner.generate(prompts, params)
-        self.generated += sum(len(c.token_ids) for o in outs for c in o)
-        return outs
-
-
 @pytest.mark.parametrize(
     "spec", ["direct", "cot", "fewshot-cot@1", "sc@3", "sc-weighted@2", "tot@2", "adaptive@2"]
 )
 def test_every_strategy_on_the_real_engine(tiny_run: Path, spec: str) -> None:
     engine = CountingEngine(Engine.from_checkpoint(tiny_run, max_batch=8))
     problems = world.generate("arith", 2, seed=0, split="test", digits=1, op="add")
-    settings = {"max_new_tokens": 6, "task": "arith:1:op=add"}
-    if spec.startswith(("tot", "adaptive")):
-        settings["max_depth"] = 2 if spec.startswith("tot") else None
+    settings: dict[str, object] = {"max_new_tokens": 6, "task": "arith:1:op=add"}
+    if spec.startswith("tot"):  # the likelihood ranker: tiny_run's context holds no value prompt
+        settings.update(max_depth=2, budget=60, evaluator="likelihood")
+    if spec.startswith("adaptive"):
         settings["budget"] = 60
-    strategy = parse_strategy(spec, **{k: v for k, v in settings.items() if v is not None})
+    strategy = parse_strategy(spec, **settings)
     results = strategy.run(engine, problems)
     assert len(results) == 2
     assert sum(r.compute.tokens for r in results) == engine.generated > 0
+    assert sum(r.compute.prompt_tokens for r in results) == engine.prefilled > 0
     assert all(r.compute.flops > 0 and r.compute.prompt_tokens > 0 for r in results)
     if "budget" in settings:
         assert all(r.compute.tokens <= 60 for r in results)
@@ -189,7 +175,16 @@ def test_every_strategy_on_the_real_engine(tiny_run: Path, spec: str) -> None:
 def test_tot_propose_on_the_real_engine(tiny_run: Path) -> None:
     engine = CountingEngine(Engine.from_checkpoint(tiny_run, max_batch=8))
     problems = world.generate("arith", 2, seed=0, split="test", digits=1, op="add")
-    tot = TreeOfThoughts(generator="propose", k=2, breadth=2, max_depth=2, max_new_tokens=5)
+    tot = TreeOfThoughts(
+        generator="propose",
+        evaluator="likelihood",
+        k=2,
+        breadth=2,
+        max_depth=2,
+        max_new_tokens=5,
+    )
     results = tot.run(engine, problems)
     assert sum(r.compute.tokens for r in results) == engine.generated > 0
+    assert sum(r.compute.prompt_tokens for r in results) == engine.prefilled
+    assert engine.model.prefilled > 0  # the first-token forward passes are charged too
     assert all(r.info["expanded"] >= 1 for r in results)

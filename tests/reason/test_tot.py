@@ -1,20 +1,29 @@
-"""Tree of thoughts on a toy countdown problem with a scripted generator and evaluator."""
+"""Tree of thoughts on a toy countdown problem: scripted thoughts and evaluators, and a scripted
+model whose most likely path is wrong while its value and vote judgements are right."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
 
-from lmlab.data.world import Problem
-from lmlab.reason.base import Ledger, ReasonError
+from lmlab.data.world import STEP_BY_STEP, Problem
+from lmlab.infer.engine import SamplingParams
+from lmlab.reason.base import FlopModel, Ledger, ReasonError, Result, is_correct
+from lmlab.reason.strategies import TreeOfThoughts
 from lmlab.reason.tot import (
     Node,
+    ValueEvaluator,
     bfs,
     countdown_steps_valid,
     dfs,
     make_evaluator,
+    parse_value,
+    parse_vote,
+    value_prompt,
     verifier_evaluator,
+    vote_prompt,
 )
 from tests.reason.fakes import ScriptedEngine
 
@@ -73,10 +82,15 @@ class ScriptedThoughts:
         return out
 
 
-def scripted_value(ledger: Ledger, problem: Problem, qi: int, nodes: list[Node]) -> list[float]:
+def scripted_value(
+    ledger: Ledger, problems: Sequence[Problem], groups: Sequence[tuple[int, list[Node]]]
+) -> list[list[float]]:
     return [
-        (1.0 if n.answer == "(2 * 3) * 4" else 0.0) if n.done else VALUES[n.lines[-1]]
-        for n in nodes
+        [
+            (1.0 if n.answer == "(2 * 3) * 4" else 0.0) if n.done else VALUES[n.lines[-1]]
+            for n in nodes
+        ]
+        for _, nodes in groups
     ]
 
 
@@ -138,3 +152,174 @@ def test_verifier_evaluator_needs_a_task_with_a_verifier() -> None:
 def test_countdown_dead_end_when_the_last_number_misses() -> None:
     assert not countdown_steps_valid(TOY, ["2 + 3 = 5", "5 * 4 = 20"])
     assert countdown_steps_valid(TOY, ["2 * 3 = 6", "6 * 4 = 24"])
+
+
+# --- the model-judged evaluators ----------------------------------------------------------------
+
+# The most likely thoughts lead to a wrong answer, (2 + 3) * 4 = 20; the right path is less likely.
+LIKELY_FIRST: dict[str, list[tuple[str, float]]] = {
+    "": [("2 + 3 = 5", -0.1), ("2 * 3 = 6", -1.0)],
+    "2 + 3 = 5": [("5 * 4 = 20", -0.1)],
+    "2 * 3 = 6": [("6 * 4 = 24", -0.6)],
+    "2 + 3 = 5\n5 * 4 = 20": [("Answer: (2 + 3) * 4", -0.1)],
+    "2 * 3 = 6\n6 * 4 = 24": [("Answer: (2 * 3) * 4", -0.6)],
+}
+RIGHT = "2 * 3 = 6"
+# Value replies by sample index: two of three parse (a label as the last word), one does not.
+VALUE_REPLIES = {
+    True: ["6 and 4 make 24.\nsure", "Likely.", "no idea"],
+    False: ["impossible", "likely", "hmm"],
+}
+# Vote replies by sample index: two for the right state, one for another, two that name nothing.
+VOTE_REPLIES = [
+    "The best choice is {right}",
+    "The best choice is {other}",
+    "The best choice is 9",
+    "I pick the first",
+    "so the best choice is choice {right}.",
+]
+
+
+def judging_reply(prompt: str, i: int, params: SamplingParams) -> tuple[str, float]:
+    """A scripted model that writes LIKELY_FIRST's thoughts and judges states like an oracle:
+    "sure" of the right path and "impossible" of the other in value prompts, and votes for
+    the right path in vote prompts."""
+    if STEP_BY_STEP in prompt:  # a thought: the next line of the state after the question
+        state = prompt.split(STEP_BY_STEP, 1)[1].strip("\n")
+        line, lp = LIKELY_FIRST[state][i % len(LIKELY_FIRST[state])]
+        return line + "\n", lp
+    if "sure, likely or impossible" in prompt:
+        return VALUE_REPLIES[RIGHT in prompt][i], -2.0
+    choices = re.findall(r"Choice (\d+):\n(.*?)\n\n", prompt, re.DOTALL)
+    right = next((n for n, text in choices if RIGHT in text), "0")
+    other = next((n for n, text in choices if RIGHT not in text), str(len(choices) + 1))
+    return VOTE_REPLIES[i].format(right=right, other=other), -2.0
+
+
+def _tot(evaluator: str, **kw: object) -> TreeOfThoughts:
+    return TreeOfThoughts(evaluator=evaluator, breadth=1, k=2, max_depth=4, max_new_tokens=24, **kw)  # type: ignore[arg-type]
+
+
+def _check_compute(engine: ScriptedEngine, results: Sequence[Result]) -> None:
+    """The results' compute is exactly what the engine did: tokens generated, prompt tokens
+    prefilled, and the FLOPs of both."""
+    assert sum(r.compute.tokens for r in results) == engine.generated
+    assert sum(r.compute.prompt_tokens for r in results) == engine.prefilled
+    fm = FlopModel.of(engine)
+    flops = sum(fm.request(p, g) for p, g in engine.requests)
+    assert sum(r.compute.flops for r in results) == pytest.approx(flops)
+
+
+def test_likelihood_follows_the_most_likely_path_to_a_wrong_answer() -> None:
+    engine = ScriptedEngine(judging_reply)
+    [r] = _tot("likelihood").run(engine, [TOY])
+    assert r.answer is not None and not is_correct(TOY, r.answer)
+    assert r.traces == ["2 + 3 = 5\n5 * 4 = 20\nAnswer: (2 + 3) * 4"]
+    assert "eval_replies" not in r.info  # the likelihood asks the model nothing
+    _check_compute(engine, [r])
+
+
+def test_value_prompt_picks_the_right_path() -> None:
+    engine = ScriptedEngine(judging_reply)
+    [r] = _tot("value", n_evaluate=3).run(engine, [TOY])
+    assert is_correct(TOY, r.answer)
+    assert r.traces == ["2 * 3 = 6\n6 * 4 = 24\nAnswer: (2 * 3) * 4"]
+    assert r.confidence == pytest.approx(20 + 1)  # sure + likely; the third reply is nothing
+    assert r.info["eval_replies"] == 3 * r.info["thoughts"]  # every child judged 3 times
+    assert r.info["eval_parsed"] == 2 * r.info["thoughts"]
+    _check_compute(engine, [r])
+
+
+def test_vote_prompt_picks_the_right_path() -> None:
+    engine = ScriptedEngine(judging_reply)
+    [r] = _tot("vote", n_vote=5).run(engine, [TOY])
+    assert is_correct(TOY, r.answer)
+    assert r.traces == ["2 * 3 = 6\n6 * 4 = 24\nAnswer: (2 * 3) * 4"]
+    assert r.confidence == 2.0  # the final step has one candidate: 2 of 5 replies name it
+    assert r.info["eval_replies"] == 5 * r.info["expanded"]  # one vote prompt per step
+    _check_compute(engine, [r])
+
+
+def test_value_evaluator_sums_the_labels_of_its_samples() -> None:
+    replies = ["Let me see.\nsure", "Sure!", "likely", "IMPOSSIBLE.", "maybe", ""]
+    engine = ScriptedEngine(lambda prompt, i, params: (replies[i], -1.0))
+    ledger = Ledger(engine, 1)
+    evaluate = make_evaluator("value", [TOY], n_evaluate=6, max_tokens=20)
+    assert isinstance(evaluate, ValueEvaluator)
+    open_ = Node().child("2 * 3 = 6", -1.0, 9, False)
+    no_answer = Node().child("2 * 3 = 6", -1.0, 9, True)  # ended without an Answer: line
+    [[v_open, v_none]] = evaluate(ledger, [TOY], [(0, [open_, no_answer])])
+    assert v_open == pytest.approx(20 + 20 + 1 + 0.001)  # "maybe" and "" count as nothing
+    assert v_none == 0.0
+    [(prompt_len, generated)] = engine.requests  # only the open state was asked, 6 times
+    assert len(generated) == 6
+    assert (evaluate.replies[0], evaluate.parsed[0]) == (6, 4)
+    assert ledger.spent[0].prompt_tokens == prompt_len == engine.prefilled
+    assert ledger.spent[0].tokens == engine.generated
+
+
+def test_value_and_vote_prompts_are_built_from_the_problem() -> None:
+    a = Node().child("2 * 3 = 6", -1.0, 9, False)
+    b = Node().child("2 + 3 = 5", -1.0, 9, False)
+    done = a.child("Answer: (2 * 3) * 4", -1.0, 5, False)
+    text = value_prompt(TOY, a)
+    assert TOY.question in text and "2 * 3 = 6" in text and text.endswith("impossible.")
+    assert "Answer: (2 * 3) * 4" in value_prompt(TOY, done)
+    votes = vote_prompt(TOY, [a, b])
+    assert TOY.question in votes
+    assert votes.index("Choice 1:\n2 * 3 = 6") < votes.index("Choice 2:\n2 + 3 = 5")
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ("sure", "sure"),
+        ("The numbers 6 and 4 work.\n\nSure.\n", "sure"),
+        ("verdict: likely", "likely"),
+        ("Impossible!", "impossible"),
+        ("sure, likely or impossible?\nmaybe", None),
+        ("sure it is not", None),  # the label must be the last word
+        ("", None),
+    ],
+)
+def test_parse_value(reply: str, label: str | None) -> None:
+    assert parse_value(reply) == label
+
+
+@pytest.mark.parametrize(
+    ("reply", "choice"),
+    [
+        ("The best choice is 2", 1),
+        ("choice 1 is bad.\nThe best choice is Choice 3.", 2),
+        ("The best choice is 1, no wait, the best choice is 2", 1),  # the last one counts
+        ("The best choice is 4", None),  # only 3 choices
+        ("The best choice is 0", None),
+        ("I like the second", None),
+    ],
+)
+def test_parse_vote(reply: str, choice: int | None) -> None:
+    assert parse_vote(reply, 3) == choice
+
+
+def test_states_whose_value_prompt_overflows_the_context_are_not_asked() -> None:
+    # room for the thought prompts (about 60 tokens) but not for a value prompt plus its reply
+    engine = ScriptedEngine(judging_reply, max_len=110)
+    [r] = _tot("value").run(engine, [TOY])
+    assert r.info["eval_replies"] == 0
+    assert r.traces == ["2 + 3 = 5\n5 * 4 = 20\nAnswer: (2 + 3) * 4"]  # ties: likelihood decides
+    _check_compute(engine, [r])
+
+
+@pytest.mark.parametrize("evaluator", ["value", "vote"])
+@pytest.mark.parametrize("search", ["bfs", "dfs"])
+@pytest.mark.parametrize("budget", [40, 150, 300, 600, 2000])
+def test_tot_with_prompt_evaluators_never_exceeds_its_budget(
+    evaluator: str, search: str, budget: int
+) -> None:
+    engine = ScriptedEngine(judging_reply)
+    tot = _tot(evaluator, search=search, budget=budget, eval_tokens=16)
+    [r] = tot.run(engine, [TOY])
+    assert r.compute.tokens <= budget
+    expansion = tot.expansion_cost(engine, [TOY])
+    assert (r.info["expanded"] == 0) == (budget < expansion)
+    _check_compute(engine, [r])

@@ -3,7 +3,8 @@
     from lmlab.reason import parse_strategy
     results = parse_strategy("sc@8", task="arith:4").run(engine, problems)
 
-Each `Result` has the answer, the traces and the compute spent (tokens generated, FLOPs).
+Each `Result` has the answer, the traces and the compute spent (tokens generated, prompt
+tokens prefilled, FLOPs of both).
 """
 
 from lmlab.reason.base import Compute, ReasonError, Result, extract, vote

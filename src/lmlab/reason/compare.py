@@ -1,5 +1,10 @@
 """Accuracy against inference compute: run strategies on the same test problems, tabulate,
-mark the Pareto frontier and plot it (matplotlib, PNG)."""
+mark the Pareto frontier and plot it (matplotlib, PNG).
+
+Compute is the forward FLOPs per question, prompt prefill included (few-shot exemplars, the
+second stage of zero-shot CoT, tree-of-thoughts prefixes and evaluator prompts cost as much as
+the tokens generated), so the frontier compares strategies by all the work the model did; the
+tokens generated and the prompt tokens prefilled are shown beside it."""
 
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ def settings_for(spec: str, settings: dict[str, Any]) -> dict[str, Any]:
 def score(
     spec: str, problems: Sequence[Problem], results: Sequence[Result], seconds: float
 ) -> dict[str, Any]:
-    """One table row: accuracy (with its binomial standard error) and mean compute."""
+    """One table row: accuracy (with its binomial standard error) and mean compute per question
+    (FLOPs, tokens generated and prompt tokens prefilled)."""
     correct = [is_correct(p, r.answer) for p, r in zip(problems, results, strict=True)]
     n = len(correct)
     acc = sum(correct) / n
@@ -84,40 +90,52 @@ def compare(
 
 
 def mark_pareto(rows: list[dict[str, Any]]) -> None:
-    """Set `pareto` on each row: no other row is at least as accurate for at most the tokens
-    with one of the two strictly better."""
+    """Set `pareto` on each row: no other row is at least as accurate for at most the FLOPs
+    (prefill included) with one of the two strictly better."""
     for r in rows:
         r["pareto"] = not any(
             o is not r
-            and o["tokens"] <= r["tokens"]
+            and o["flops"] <= r["flops"]
             and o["accuracy"] >= r["accuracy"]
-            and (o["tokens"] < r["tokens"] or o["accuracy"] > r["accuracy"])
+            and (o["flops"] < r["flops"] or o["accuracy"] > r["accuracy"])
             for o in rows
         )
 
 
 def print_rows(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
     table = Table(title=title)
-    for col in ("strategy", "accuracy", "tokens/q", "max tokens", "GFLOPs/q", "seconds", "pareto"):
+    cols = (
+        "strategy",
+        "accuracy",
+        "GFLOPs/q",
+        "gen tokens/q",
+        "prompt tokens/q",
+        "max gen",
+        "seconds",
+        "pareto",
+    )
+    for col in cols:
         table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
             r["strategy"],
             f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
-            f"{r['tokens']:.1f}",
-            str(r["max_tokens"]),
             f"{r['flops'] / 1e9:.3f}",
+            f"{r['tokens']:.1f}",
+            f"{r['prompt_tokens']:.1f}",
+            str(r["max_tokens"]),
             f"{r['seconds']:.1f}",
             "*" if r.get("pareto") else "",
         )
     console = console or Console()
-    if console.width < 100:  # never squeeze the figures into ellipses
-        console = Console(width=100, file=console.file)
+    if console.width < 120:  # never squeeze the figures into ellipses
+        console = Console(width=120, file=console.file)
     console.print(table)
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Accuracy against tokens generated per question (log x), frontier as a step line."""
+    """Accuracy against FLOPs per question (prefill included; log x), each point labelled with
+    its tokens generated per question, the frontier as a step line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +144,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, r in enumerate(rows):
         ax.errorbar(
-            r["tokens"],
+            r["flops"],
             r["accuracy"],
             yerr=r["stderr"],
             fmt="o",
@@ -134,16 +152,16 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             capsize=3,
         )
         ax.annotate(
-            r["strategy"],
-            (r["tokens"], r["accuracy"]),
+            f"{r['strategy']} ({r['tokens']:,.0f} tok)",
+            (r["flops"], r["accuracy"]),
             textcoords="offset points",
             xytext=(5, 5 if i % 2 == 0 else -12),
-            fontsize=9,
+            fontsize=8,
         )
-    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["tokens"])
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["flops"])
     if front:
         ax.step(
-            [r["tokens"] for r in front],
+            [r["flops"] for r in front],
             [r["accuracy"] for r in front],
             where="post",
             color="C0",
@@ -151,8 +169,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             label="Pareto frontier",
         )
         ax.legend(loc="upper left")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens generated per question")
+    if all(r["flops"] > 0 for r in rows):
+        ax.set_xscale("log")
+    ax.set_xlabel("forward FLOPs per question, prefill included (in brackets: tokens generated)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)

@@ -40,9 +40,12 @@ from lmlab.reason.tot import (
     GENERATORS,
     SEARCHES,
     EngineThoughts,
+    PromptEvaluator,
     RewardFn,
+    StateEvaluator,
     bfs,
     dfs,
+    evaluation_tokens,
     make_evaluator,
 )
 
@@ -338,6 +341,12 @@ def _k_ok(k: Any) -> None:
         raise ReasonError(f"k (samples) must be an integer >= 1, got {k!r}")
 
 
+def _counts_ok(**counts: Any) -> None:
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ReasonError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 @dataclass
 class TreeOfThoughts(_Common):
     """Tree of thoughts (Yao et al. 2023); see `reason/tot.py`."""
@@ -350,7 +359,15 @@ class TreeOfThoughts(_Common):
     generator: str = "sample"
     """Thought generator: sample or propose."""
     evaluator: str = "value"
-    """State evaluator: value (the model's confidence), verifier (world checker), reward."""
+    """State evaluator: value (the model rates each state sure/likely/impossible), vote (the
+    model picks the most promising state of a step), likelihood (the path's probability: beam
+    search), verifier (the world's checker) or reward (a reward model)."""
+    n_evaluate: int = 3
+    """value: replies sampled per state, their labels summed (3 in Yao et al.'s Game of 24)."""
+    n_vote: int = 5
+    """vote: replies sampled per step, votes counted per state (5 in Yao et al.'s writing)."""
+    eval_tokens: int = 32
+    """value, vote: most tokens of one evaluator reply."""
     search: str = "bfs"
     """bfs or dfs."""
     temperature: float = 0.7
@@ -376,6 +393,7 @@ class TreeOfThoughts(_Common):
                 raise ReasonError(f"unknown {what} {value!r}; choose from {', '.join(options)}")
         if self.max_depth is not None and self.max_depth < 1:
             raise ReasonError(f"max_depth must be >= 1, got {self.max_depth}")
+        _counts_ok(n_evaluate=self.n_evaluate, n_vote=self.n_vote, eval_tokens=self.eval_tokens)
 
     def shape(self, engine: EngineLike) -> tuple[int, int]:
         """(tokens per thought, most lines): from the task's train-split solutions."""
@@ -388,6 +406,25 @@ class TreeOfThoughts(_Common):
         depth = max(len(p.trace.splitlines()) for p in refs) + 2
         return self.max_new_tokens or int(1.5 * line) + 4, self.max_depth or depth
 
+    def evaluator_for(self, problems: Sequence[Problem]) -> StateEvaluator:
+        """The state evaluator of these settings, checked against the problems it will judge."""
+        return make_evaluator(
+            self.evaluator,
+            problems,
+            self.reward_fn,
+            n_evaluate=self.n_evaluate,
+            n_vote=self.n_vote,
+            temperature=self.temperature,
+            max_tokens=self.eval_tokens,
+            seed=self.seed + 1,
+        )
+
+    def expansion_cost(self, engine: EngineLike, problems: Sequence[Problem]) -> int:
+        """Most tokens one state's expansion and the evaluation of its children may generate."""
+        return self.shape(engine)[0] * self.k + evaluation_tokens(
+            self.evaluator_for(problems), self.k
+        )
+
     def run(self, engine: EngineLike, questions: Sequence[Question]) -> list[Result]:
         self._validate()
         probs = _problems(questions)
@@ -396,7 +433,7 @@ class TreeOfThoughts(_Common):
 
     def run_on(self, ledger: Ledger, probs: Sequence[Problem], idx: list[int]) -> list[Result]:
         """Search for the questions `idx` on an existing ledger (Adaptive's last stage)."""
-        evaluate = make_evaluator(self.evaluator, [probs[i] for i in idx], self.reward_fn)
+        evaluate = self.evaluator_for([probs[i] for i in idx])
         line, depth = self.shape(ledger.engine)
         gen = EngineThoughts(
             ledger.engine, self.generator, self.k, line, self.temperature, self.seed
@@ -412,13 +449,16 @@ class TreeOfThoughts(_Common):
         for j, qi in enumerate(idx):
             best = found[j].best
             answer = normalize(probs[qi], best.answer) if best else None
+            info: dict[str, Any] = {"expanded": found[j].expanded, "thoughts": found[j].generated}
+            if isinstance(evaluate, PromptEvaluator):  # how many judgements the model gave
+                info.update(eval_replies=evaluate.replies[j], eval_parsed=evaluate.parsed[j])
             results.append(
                 Result(
                     answer,
                     [best.text] if best else [],
                     ledger.spent[qi],
                     best.value if best else 0.0,
-                    {"expanded": found[j].expanded, "thoughts": found[j].generated},
+                    info,
                 )
             )
         return results
@@ -468,6 +508,10 @@ class Adaptive(_Common):
     breadth: int = 3
     evaluator: str | None = None
     """ToT evaluator (default: verifier where the family has one, else value)."""
+    n_evaluate: int = 3
+    """ToT value evaluator: replies sampled per state."""
+    n_vote: int = 5
+    """ToT vote evaluator: replies sampled per step."""
 
     def _validate(self) -> None:
         super()._validate()
@@ -482,6 +526,7 @@ class Adaptive(_Common):
             )
         if not isinstance(self.breadth, int) or self.breadth < 1:
             raise ReasonError(f"breadth must be an integer >= 1, got {self.breadth!r}")
+        _counts_ok(n_evaluate=self.n_evaluate, n_vote=self.n_vote)
 
     def run(self, engine: EngineLike, questions: Sequence[Question]) -> list[Result]:
         self._validate()
@@ -576,10 +621,13 @@ class Adaptive(_Common):
                 seed=self.seed + 1,
                 breadth=self.breadth,
                 evaluator=evaluator,
+                n_evaluate=self.n_evaluate,
+                n_vote=self.n_vote,
                 temperature=self.temperature,
             )
             tot._validate()
-            idx = [q for q in todo if ledger.afford(q, tot.shape(engine)[0] * tot.k) >= 1]
+            cost = tot.expansion_cost(engine, [probs[q] for q in todo])
+            idx = [q for q in todo if ledger.afford(q, cost) >= 1]
             for qi, r in zip(idx, tot.run_on(ledger, probs, idx) if idx else [], strict=True):
                 if verif[qi] and is_correct(probs[qi], r.answer):
                     settle(qi, r.answer, 1.0, "tot")

@@ -7,17 +7,34 @@ next line. Three parts, each replaceable:
   "sample" mode); `propose` branches on the k most likely first tokens of the next line and
   completes each greedily, so the k thoughts are distinct and deterministic (what a proposal
   prompt gives a model that was never trained to list proposals);
-- a state evaluator: `value` is the model's own confidence in the path (exp of the mean token
-  log-probability, the self-evaluation signal of Xie et al. 2023, free since the logprobs come
-  with the samples); `verifier` is the world's checker where a family has one that needs no
-  gold answer (countdown: every written step must be valid arithmetic on numbers still in
-  hand, the last number left must be the target, a final answer must verify); `reward` calls
-  any scorer of (problem, partial solution), such as a reward model;
+- a state evaluator, which scores the children of each expansion:
+  - `value` (Yao et al. sec. 3, "value each state independently"): the model reads a value
+    prompt built from the question and the state and ends its reply with sure, likely or
+    impossible; the prompt is sampled `n` times and the labels' values summed (20, 1 and 0.001,
+    the map of the paper's Game of 24 code); a reply whose last line ends with no label counts
+    as nothing, and a solution that ended without an answer is 0 without asking;
+  - `vote` (sec. 3, "vote across states"): the model is shown the candidate states of the step
+    numbered and ends its reply with "The best choice is N"; sampled `n` times, a state's value
+    is the number of votes it got (replies naming no candidate count as nothing);
+  - `likelihood`: the path's own probability, exp of the mean token log-probability (free, the
+    logprobs come with the thoughts). This is not an evaluation of the state: with it the
+    search is a beam search by likelihood;
+  - `verifier`: the world's checker where a family has one that needs no gold answer
+    (countdown: every written step must be valid arithmetic on numbers still in hand, the last
+    number left must be the target, a final answer must verify);
+  - `reward`: any scorer of (problem, partial solution), such as a reward model;
 - a search: BFS keeps the `breadth` best states per depth; DFS follows the best child first,
-  prunes states valued below a threshold and stops at the first accepted answer.
+  prunes states valued below a threshold and stops at the first accepted answer. Ties in value
+  (e.g. every evaluator reply unparseable) are broken by the path's likelihood.
+
+The value and vote prompts go through the same engine and ledger as the thoughts, so their
+prompt tokens and replies are charged to the question. The world's SFT models were trained on
+worked solutions, never on these evaluation prompts: their replies are whatever such a model
+writes after an unfamiliar request, and how many replies parsed is in each result's `info`.
 
 Every search respects a per-question token budget: a state is expanded only if the worst case
-of its expansion (k thoughts of the longest allowed length) still fits.
+of its expansion (k thoughts of the longest allowed length) and of evaluating its children
+(every evaluator reply at its longest) still fits.
 """
 
 from __future__ import annotations
@@ -34,7 +51,7 @@ from typing import Protocol
 import torch
 
 from lmlab.data.world import ANSWER_PREFIX, Problem
-from lmlab.infer.engine import SamplingParams
+from lmlab.infer.engine import Completion, SamplingParams
 from lmlab.reason.base import (
     EngineLike,
     Ledger,
@@ -46,7 +63,7 @@ from lmlab.reason.base import (
     user,
 )
 
-EVALUATORS = ("value", "verifier", "reward")
+EVALUATORS = ("likelihood", "value", "vote", "verifier", "reward")
 GENERATORS = ("sample", "propose")
 SEARCHES = ("bfs", "dfs")
 
@@ -89,6 +106,8 @@ class Node:
 class ThoughtGenerator(Protocol):
     """Expands states into their next-line children, charging the ledger."""
 
+    k: int
+    """Most children one expansion gives."""
     cost: int
     """Most tokens one expansion of one state may generate."""
 
@@ -97,7 +116,10 @@ class ThoughtGenerator(Protocol):
     ) -> list[list[Node]]: ...
 
 
-StateEvaluator = Callable[[Ledger, Problem, int, list[Node]], list[float]]
+Groups = Sequence[tuple[int, list[Node]]]
+"""(question index, candidate states) pairs: the children a search step asks to be scored."""
+StateEvaluator = Callable[[Ledger, Sequence[Problem], Groups], list[list[float]]]
+"""Scores every group's states (one list of values per group, in order)."""
 
 
 # --- thought generators -----------------------------------------------------------------------
@@ -203,9 +225,172 @@ class EngineThoughts:
 # --- state evaluators -------------------------------------------------------------------------
 
 
-def value_evaluator(ledger: Ledger, problem: Problem, qi: int, nodes: list[Node]) -> list[float]:
-    """The model's confidence in each path; a solution that ended without an answer is 0."""
-    return [0.0 if n.done and n.answer is None else n.likelihood for n in nodes]
+def likelihood_evaluator(
+    ledger: Ledger, problems: Sequence[Problem], groups: Groups
+) -> list[list[float]]:
+    """Each path's own likelihood (beam search, not an evaluation of the state); a solution that
+    ended without an answer is 0."""
+    return [
+        [0.0 if n.done and n.answer is None else n.likelihood for n in nodes] for _, nodes in groups
+    ]
+
+
+VALUE_LABELS = {"sure": 20.0, "likely": 1.0, "impossible": 0.001}
+"""Value of each label of the value prompt, as in Yao et al.'s Game of 24 code: one "sure"
+outweighs many "likely", and "impossible" is almost, not exactly, nothing."""
+
+_LAST_WORD = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
+_CHOICE = re.compile(r"best choice is\s*(?:choice\s*)?(\d+)", re.IGNORECASE)
+
+
+def parse_value(reply: str) -> str | None:
+    """The label a value reply ends with: the last word of its last non-empty line, if it is
+    sure, likely or impossible (any case, trailing punctuation ignored); else None."""
+    lines = [ln for ln in reply.splitlines() if ln.strip()]
+    m = _LAST_WORD.search(lines[-1]) if lines else None
+    label = m[1].lower() if m else None
+    return label if label in VALUE_LABELS else None
+
+
+def parse_vote(reply: str, n_choices: int) -> int | None:
+    """The 0-based choice a vote reply names in its last "The best choice is N" (N counts from
+    1), or None when it names none of the `n_choices`."""
+    found = _CHOICE.findall(reply)
+    choice = int(found[-1]) - 1 if found else -1
+    return choice if 0 <= choice < n_choices else None
+
+
+def _state(node: Node) -> str:
+    return node.text if node.lines else "(nothing written yet)"
+
+
+def _asked(engine: EngineLike, text: str) -> list[int]:
+    """Token ids of an evaluation request: one clean user turn, the assistant to reply."""
+    return chat_ids(engine.tokenizer, [{"role": "user", "content": text}])
+
+
+def value_prompt(problem: Problem, node: Node) -> str:
+    """The value prompt: the question, the state, and a request to judge it with one label."""
+    if node.done:
+        return (
+            f"{problem.question}\n\nSolution:\n{_state(node)}\n\n"
+            "Is this solution correct? End with one word: sure, likely or impossible."
+        )
+    return (
+        f"{problem.question}\n\nPartial solution:\n{_state(node)}\n\n"
+        "Can this still lead to a correct answer? End with one word: sure, likely or impossible."
+    )
+
+
+def vote_prompt(problem: Problem, nodes: Sequence[Node]) -> str:
+    """The vote prompt: the question, the candidate states numbered from 1, and a request to
+    name the most promising one."""
+    choices = "\n".join(f"Choice {i}:\n{_state(n)}\n" for i, n in enumerate(nodes, 1))
+    return (
+        f"{problem.question}\n\n{choices}\nWhich choice is most promising? "
+        'End with "The best choice is N", N the number of the choice.'
+    )
+
+
+@dataclass
+class PromptEvaluator:
+    """What the model-judged evaluators share: `n` replies sampled per prompt through the
+    ledger (charged to the question like every other call), and the tally of replies."""
+
+    n: int = 3
+    """Replies sampled per evaluation prompt."""
+    temperature: float = 0.7
+    max_tokens: int = 32
+    """Most tokens of one reply."""
+    seed: int = 0
+    replies: Counter[int] = field(default_factory=Counter)
+    """Replies received, per question."""
+    parsed: Counter[int] = field(default_factory=Counter)
+    """Replies that gave a label or a vote, per question."""
+    _calls: int = 0
+
+    def worst_tokens(self, n_states: int) -> int:
+        """Most tokens evaluating `n_states` candidate states of one question may generate."""
+        raise NotImplementedError
+
+    def _ask(
+        self, ledger: Ledger, items: Sequence[tuple[int, list[int]]]
+    ) -> list[list[Completion]]:
+        """`n` replies to each (question, prompt ids), in one engine call; a prompt that leaves
+        no room for a reply of `max_tokens` in the context is not asked (no replies)."""
+        fits = [len(ids) + self.max_tokens <= ledger.engine.max_len for _, ids in items]
+        self._calls += 1
+        params = SamplingParams(
+            max_new_tokens=self.max_tokens,
+            temperature=self.temperature,
+            n=self.n,
+            seed=self.seed + 7919 * self._calls,
+        )
+        asked = iter(
+            ledger.generate([it for it, ok in zip(items, fits, strict=True) if ok], params)
+        )
+        outs = [next(asked) if ok else [] for ok in fits]
+        for (qi, _), comps in zip(items, outs, strict=True):
+            self.replies[qi] += len(comps)
+        return outs
+
+
+@dataclass
+class ValueEvaluator(PromptEvaluator):
+    """Yao et al.'s value prompt: each state judged on its own, the labels of `n` replies
+    summed (see `VALUE_LABELS`); an unparseable reply adds nothing."""
+
+    def worst_tokens(self, n_states: int) -> int:
+        return n_states * self.n * self.max_tokens
+
+    def __call__(
+        self, ledger: Ledger, problems: Sequence[Problem], groups: Groups
+    ) -> list[list[float]]:
+        values = [[0.0] * len(nodes) for _, nodes in groups]
+        items, where = [], []
+        for g, (qi, nodes) in enumerate(groups):
+            for j, node in enumerate(nodes):
+                if node.done and node.answer is None:
+                    continue  # ended without an answer: 0, as the paper values such a trajectory
+                items.append((qi, _asked(ledger.engine, value_prompt(problems[qi], node))))
+                where.append((g, j))
+        for (qi, _), (g, j), comps in zip(items, where, self._ask(ledger, items), strict=True):
+            labels = [lb for lb in (parse_value(c.text) for c in comps) if lb is not None]
+            self.parsed[qi] += len(labels)
+            values[g][j] = sum(VALUE_LABELS[lb] for lb in labels)
+        return values
+
+
+@dataclass
+class VoteEvaluator(PromptEvaluator):
+    """Yao et al.'s vote prompt: the candidate states of a step shown together, numbered; a
+    state's value is the number of the `n` replies that name it the best choice."""
+
+    n: int = 5
+
+    def worst_tokens(self, n_states: int) -> int:
+        return self.n * self.max_tokens if n_states else 0
+
+    def __call__(
+        self, ledger: Ledger, problems: Sequence[Problem], groups: Groups
+    ) -> list[list[float]]:
+        items = [(qi, _asked(ledger.engine, vote_prompt(problems[qi], ns))) for qi, ns in groups]
+        values = []
+        for (qi, nodes), comps in zip(groups, self._ask(ledger, items), strict=True):
+            votes = [0.0] * len(nodes)
+            for c in comps:
+                choice = parse_vote(c.text, len(nodes))
+                if choice is not None:
+                    votes[choice] += 1.0
+                    self.parsed[qi] += 1
+            values.append(votes)
+        return values
+
+
+def evaluation_tokens(evaluate: StateEvaluator, n_states: int) -> int:
+    """Most tokens `evaluate` may generate scoring `n_states` states of one question (0 for the
+    evaluators that do not ask the model)."""
+    return evaluate.worst_tokens(n_states) if isinstance(evaluate, PromptEvaluator) else 0
 
 
 _STEP = re.compile(r"^\s*(\d+(?:/\d+)?)\s*([-+*/])\s*(\d+(?:/\d+)?)\s*=\s*(-?\d+(?:/\d+)?)\s*$")
@@ -237,33 +422,47 @@ def countdown_steps_valid(problem: Problem, lines: Sequence[str]) -> bool:
     return len(left) > 1 or left == [problem.data["target"]]
 
 
-def verifier_evaluator(ledger: Ledger, problem: Problem, qi: int, nodes: list[Node]) -> list[float]:
+def verifier_evaluator(
+    ledger: Ledger, problems: Sequence[Problem], groups: Groups
+) -> list[list[float]]:
     """1 for a verified answer or a partial solution whose steps all check, 0 for a wrong answer
     or a broken step; families without step checks score partial solutions 0.5."""
     out = []
-    for n in nodes:
-        if n.done:
-            out.append(float(is_correct(problem, n.answer)))
-        elif problem.task == "countdown":
-            out.append(float(countdown_steps_valid(problem, n.lines)))
-        else:
-            out.append(0.5)
+    for qi, nodes in groups:
+        problem, values = problems[qi], []
+        for n in nodes:
+            if n.done:
+                values.append(float(is_correct(problem, n.answer)))
+            elif problem.task == "countdown":
+                values.append(float(countdown_steps_valid(problem, n.lines)))
+            else:
+                values.append(0.5)
+        out.append(values)
     return out
 
 
 def reward_evaluator(fn: RewardFn) -> StateEvaluator:
     """A state evaluator from a scorer of (problem, partial solution text), e.g. a reward model."""
 
-    def evaluate(ledger: Ledger, problem: Problem, qi: int, nodes: list[Node]) -> list[float]:
-        return [float(fn(problem, n.text)) for n in nodes]
+    def evaluate(ledger: Ledger, problems: Sequence[Problem], groups: Groups) -> list[list[float]]:
+        return [[float(fn(problems[qi], n.text)) for n in nodes] for qi, nodes in groups]
 
     return evaluate
 
 
 def make_evaluator(
-    name: str, problems: Sequence[Problem], reward_fn: RewardFn | None = None
+    name: str,
+    problems: Sequence[Problem],
+    reward_fn: RewardFn | None = None,
+    *,
+    n_evaluate: int = 3,
+    n_vote: int = 5,
+    temperature: float = 0.7,
+    max_tokens: int = 32,
+    seed: int = 0,
 ) -> StateEvaluator:
-    """The evaluator called `name`, checked against the problems it will judge."""
+    """The evaluator called `name`, checked against the problems it will judge; `value` samples
+    its prompt `n_evaluate` times per state, `vote` its prompt `n_vote` times per step."""
     if name not in EVALUATORS:
         raise ReasonError(f"unknown evaluator {name!r}; choose from {', '.join(EVALUATORS)}")
     if name == "verifier":
@@ -278,7 +477,11 @@ def make_evaluator(
         if reward_fn is None:
             raise ReasonError("the reward evaluator needs a reward function (reward_fn=...)")
         return reward_evaluator(reward_fn)
-    return value_evaluator
+    if name == "value":
+        return ValueEvaluator(n_evaluate, temperature, max_tokens, seed)
+    if name == "vote":
+        return VoteEvaluator(n_vote, temperature, max_tokens, seed)
+    return likelihood_evaluator
 
 
 # --- searches ---------------------------------------------------------------------------------
@@ -289,15 +492,33 @@ def _rank(nodes: list[Node]) -> list[Node]:
 
 
 def _scored(
-    evaluate: StateEvaluator, ledger: Ledger, problem: Problem, qi: int, nodes: list[Node]
-) -> list[Node]:
-    if not nodes:
-        return []
-    values = evaluate(ledger, problem, qi, nodes)
-    return [
-        Node(n.lines, n.logprob, n.tokens, n.done, n.answer, v)
-        for n, v in zip(nodes, values, strict=True)
-    ]
+    evaluate: StateEvaluator, ledger: Ledger, problems: Sequence[Problem], groups: Groups
+) -> list[list[Node]]:
+    """Every group's states with their values (one evaluator call for all the groups)."""
+    asked = [(qi, nodes) for qi, nodes in groups if nodes]
+    values = iter(evaluate(ledger, problems, asked) if asked else [])
+    out = []
+    for _, nodes in groups:
+        vs = next(values) if nodes else []
+        out.append(
+            [
+                Node(n.lines, n.logprob, n.tokens, n.done, n.answer, v)
+                for n, v in zip(nodes, vs, strict=True)
+            ]
+        )
+    return out
+
+
+def affordable(
+    ledger: Ledger, qi: int, n_states: int, generator: ThoughtGenerator, evaluate: StateEvaluator
+) -> int:
+    """How many of `n_states` states question `qi` can expand, and have their children
+    evaluated, in the worst case, within its budget."""
+    room = ledger.room(qi)
+    for m in range(n_states, 0, -1):
+        if m * generator.cost + evaluation_tokens(evaluate, m * generator.k) <= room:
+            return m
+    return 0
 
 
 @dataclass
@@ -320,12 +541,14 @@ def bfs(
     max_depth: int,
     accept: float = math.inf,
 ) -> list[SearchOutcome]:
-    """Breadth-first search, all questions in lockstep (one engine call per depth).
+    """Breadth-first search, all questions in lockstep (one generation call and at most one
+    evaluation call per depth).
 
     Each depth expands every open state of each question's frontier (best first, as many as
-    its budget allows), scores the children and keeps the `breadth` best states (finished
-    solutions compete with partial ones). A question stops once a finished solution's value
-    reaches `accept` or its frontier holds only finished solutions.
+    its budget allows), scores all the children of the question together (the vote evaluator
+    compares them) and keeps the `breadth` best states (finished solutions compete with
+    partial ones). A question stops once a finished solution's value reaches `accept` or its
+    frontier holds only finished solutions.
     """
     out = [SearchOutcome(None) for _ in problems]
     frontier: dict[int, list[Node]] = {qi: [Node()] for qi in range(len(problems))}
@@ -334,7 +557,8 @@ def bfs(
         items: list[tuple[int, Node]] = []
         for qi, nodes in frontier.items():
             open_ = [n for n in nodes if not n.done]
-            items += [(qi, n) for n in open_[: ledger.afford(qi, generator.cost)]]
+            m = affordable(ledger, qi, len(open_), generator, evaluate)
+            items += [(qi, n) for n in open_[:m]]
         if not items:
             break
         children = generator.expand(ledger, problems, items)
@@ -343,8 +567,10 @@ def bfs(
             grown.setdefault(qi, []).extend(kids)
             out[qi].expanded += 1
             out[qi].generated += len(kids)
-        for qi, kids in grown.items():
-            scored = _scored(evaluate, ledger, problems[qi], qi, kids)
+        groups = list(grown.items())
+        for (qi, _), scored in zip(
+            groups, _scored(evaluate, ledger, problems, groups), strict=True
+        ):
             finished[qi] += [n for n in scored if n.done]
             kept = [n for n in frontier[qi] if n.done] + scored
             frontier[qi] = _rank(kept)[:breadth]
@@ -371,14 +597,13 @@ def dfs(
     pruned, stopping at the first finished solution valued at least `threshold` (or when the
     budget cannot pay for another expansion)."""
     outcomes = []
-    for qi, problem in enumerate(problems):
+    for qi in range(len(problems)):
         out = SearchOutcome(None)
         stack, found = [Node()], []
-        while stack and ledger.afford(qi, generator.cost) >= 1:
+        while stack and affordable(ledger, qi, 1, generator, evaluate) >= 1:
             node = stack.pop()
-            kids = _scored(
-                evaluate, ledger, problem, qi, generator.expand(ledger, problems, [(qi, node)])[0]
-            )
+            grown = generator.expand(ledger, problems, [(qi, node)])[0]
+            [kids] = _scored(evaluate, ledger, problems, [(qi, grown)])
             out.expanded += 1
             out.generated += len(kids)
             hits = [n for n in kids if n.done and n.answer is not None and n.value >= threshold]
