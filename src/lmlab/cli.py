@@ -573,22 +573,29 @@ def cmd_world(argv: list[str]) -> None:
 class SFTArgs:
     """Fine-tune a run on chats (world tasks or a chat JSONL file) into a new run directory."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """Base run directory (its latest checkpoint is fine-tuned)."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """Base run directory (its latest checkpoint is fine-tuned); not with --resume."""
     sft: Annotated[SFTConfig, tyro.conf.arg(name="")] = field(default_factory=SFTConfig)
     train: TrainConfig = field(default_factory=sft_train_config)
     out: Path | None = None
     """Output run directory (default: RUN-sft next to the base run)."""
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the SFT run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress bar."""
 
 
 def cmd_sft(argv: list[str]) -> None:
     args = tyro.cli(SFTArgs, args=argv, prog="lmlab sft")
-    from lmlab.train.sft import sft
+    from lmlab.train import sft
 
+    if args.resume is not None:
+        sft.resume(args.resume, show_progress=not args.quiet)
+        return
+    if args.run is None:
+        raise ValueError("give the base run to fine-tune (lmlab sft RUN), or --resume OUT")
     out = args.out or args.run.with_name(args.run.name + "-sft")
-    sft(args.run, out, args.train, args.sft, show_progress=not args.quiet)
+    sft.sft(args.run, out, args.train, args.sft, show_progress=not args.quiet)
 
 
 # --- eval -------------------------------------------------------------------------------------
@@ -1000,24 +1007,33 @@ def cmd_rm(argv: list[str]) -> None:
 class DPOArgs:
     """Direct Preference Optimization from an SFT run on preference pairs."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run (policy init and frozen reference)."""
-    data: Path
-    """Preference JSONL."""
-    out: Path
-    """Output run directory."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run (policy init and frozen reference); not with --resume."""
+    data: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Preference JSONL (required unless --resume)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (required unless --resume)."""
     beta: float = 0.1
     """DPO temperature beta."""
     train: TrainConfig = field(default_factory=lambda: _train_defaults(200, 1e-5, 16))
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the DPO run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_dpo(argv: list[str]) -> None:
     args = tyro.cli(DPOArgs, args=argv, prog="lmlab dpo")
-    from lmlab.train.dpo import train_dpo
+    from lmlab.train import dpo
 
-    train_dpo(args.run, args.data, args.out, args.train, args.beta, show_progress=not args.quiet)
+    if args.resume is not None:
+        dpo.resume(args.resume, show_progress=not args.quiet)
+        return
+    if args.run is None or args.data is None or args.out is None:
+        raise ValueError("lmlab dpo needs RUN, --data and --out (or --resume OUT)")
+    dpo.train_dpo(
+        args.run, args.data, args.out, args.train, args.beta, show_progress=not args.quiet
+    )
 
 
 @dataclass
