@@ -11,7 +11,7 @@ import torch
 from lmlab.cli import main
 from lmlab.data.tokenizer import Tokenizer, byte_tokenizer, char_tokenizer
 from lmlab.infer import Completion, Engine, GenerationError, SamplingParams
-from lmlab.infer.engine import sample_tokens
+from lmlab.infer.engine import Request, sample_tokens, stream_key
 from lmlab.model.transformer import Transformer
 from tests.conftest import CORPUS_TEXT, tiny_model_config
 
@@ -174,15 +174,89 @@ def test_finished_rows_free_their_slots(model: Transformer, tok: Tokenizer) -> N
     assert long.finished and third.finished
 
 
+def run_to_end(engine: Engine, *reqs: Request) -> list[list[Completion]]:
+    while not all(r.finished for r in reqs):
+        engine.step()
+    return [r.completions(engine.tokenizer) for r in reqs]
+
+
 def test_same_seed_same_samples(engine: Engine, model: Transformer, tok: Tokenizer) -> None:
     p = SamplingParams(max_new_tokens=20, temperature=0.9, top_k=20, top_p=0.9, seed=7, n=2)
     first = engine.generate(PROMPTS[:2], p)
     assert engine.generate(PROMPTS[:2], p) == first
-    # A sample depends on its seed only, not on what else is in the batch.
-    alone = Engine(model, tok).generate([PROMPTS[1]], p)
-    assert alone[0] == first[1]
+    # A sample depends on its seed and stream only, not on what else is in the batch: the
+    # second prompt's samples are streams 2 and 3 of the seed.
+    solo = Engine(model, tok)
+    assert run_to_end(solo, solo.add_request(PROMPTS[1], p, first_stream=2))[0] == first[1]
+    assert run_to_end(solo, solo.add_request(PROMPTS[1], p))[0] != first[1]  # streams 0, 1
     other = engine.generate(PROMPTS[:2], SamplingParams(**{**p.__dict__, "seed": 8}))
     assert other != first
+
+
+def test_prompts_of_one_call_draw_independent_samples(engine: Engine) -> None:
+    """Prompt i's sample j is stream i * n + j of the seed: the same prompt twice gives two
+    different samples, exactly those of one prompt with n=2, and the call is reproducible."""
+    p = SamplingParams(max_new_tokens=24, temperature=1.0, ignore_eos=True, seed=11)
+    twice = engine.generate([PROMPTS[3], PROMPTS[3]], p)
+    assert twice[0][0].token_ids != twice[1][0].token_ids
+    pair = engine.generate([PROMPTS[3]], SamplingParams(**{**p.__dict__, "n": 2}))[0]
+    assert [twice[0][0], twice[1][0]] == pair
+    assert engine.generate([PROMPTS[3], PROMPTS[3]], p) == twice
+    # A single request keeps streams 0..n-1 (the server sends one per HTTP call).
+    assert run_to_end(engine, engine.add_request(PROMPTS[3], p))[0][0] == twice[0][0]
+    with pytest.raises(GenerationError, match="first_stream must be >= 0"):
+        engine.add_request(PROMPTS[3], p, first_stream=-1)
+
+
+def test_seeded_samples_do_not_depend_on_the_batch(
+    engine: Engine, model: Transformer, tok: Tokenizer
+) -> None:
+    """The same seeded call alone, through 2 slots (requests queue and join as others leave),
+    and as one request joining mid-way amid greedy and differently seeded requests."""
+    p = SamplingParams(max_new_tokens=16, temperature=1.0, top_p=0.95, ignore_eos=True, seed=4, n=2)
+    want = Engine(model, tok, max_batch=8).generate(PROMPTS, p)
+    assert Engine(model, tok, max_batch=2).generate(PROMPTS, p) == want
+    busy = engine.add_request(PROMPTS[0], greedy(30))
+    for _ in range(3):
+        engine.step()
+    joined = engine.add_request(PROMPTS[2], p, first_stream=2 * p.n)
+    engine.step()
+    other = engine.add_request(PROMPTS[1], SamplingParams(**{**p.__dict__, "seed": 5}))
+    assert run_to_end(engine, busy, joined, other)[1] == want[2]
+
+
+@pytest.mark.parametrize("init_std", [0.3, 0.02], ids=["peaked", "flat"])
+def test_different_prompts_agree_at_chance(tok: Tokenizer, init_std: float) -> None:
+    """Two different prompts of one seeded call pick the same sampled token about as often as
+    independent draws would: at step t, with probability sum_v p1(v) p2(v) (the chance rate,
+    from the model's own distributions). When every prompt shared the noise they agreed at 24%
+    of the steps against a chance of 0.6% (peaked), and at 99% against 0.4% (flat: an init of
+    the usual size, whose distributions are near uniform)."""
+    torch.manual_seed(0)
+    vocab = -(-tok.vocab_size // 64) * 64
+    cfg = tiny_model_config(vocab_size=vocab, n_kv_head=2, init_std=init_std, context_length=96)
+    model = Transformer(cfg).eval()
+    engine = Engine(model, tok, max_batch=16)
+    prompts = [f"{i}{PROMPTS[i % 4]}" for i in range(16)]
+    p = SamplingParams(max_new_tokens=48, temperature=1.0, ignore_eos=True, seed=3)
+    outs = [o[0].token_ids for o in engine.generate(prompts, p)]
+    agree, chance = [], []
+    for a, b in zip(range(0, 16, 2), range(1, 16, 2), strict=True):  # disjoint pairs
+        probs = []
+        for i in (a, b):
+            ids = engine.encode_prompt(prompts[i])
+            logits = full_logits(model, ids + outs[i])[len(ids) - 1 : -1, : tok.vocab_size]
+            probs.append(logits.softmax(-1))
+        chance += (probs[0] * probs[1]).sum(-1).tolist()
+        agree += [float(x == y) for x, y in zip(outs[a], outs[b], strict=True)]
+    n = len(agree)
+    measured, expected = sum(agree) / n, sum(chance) / n
+    # Given the past, each agreement is a Bernoulli(chance_t) draw, so the sum's variance is
+    # sum_t chance_t (1 - chance_t): allow 4 standard errors.
+    se = sum(c * (1 - c) for c in chance) ** 0.5 / n
+    assert abs(measured - expected) < 4 * se
+    # The test resolves an excess agreement of 2 points.
+    assert 4 * se < 0.02
 
 
 def test_n_samples_share_a_prompt(engine: Engine) -> None:
@@ -269,6 +343,39 @@ def test_sampler_distribution_and_filters() -> None:
     assert set(draw(t=0.0).tolist()) == {0}
     assert torch.equal(draw(step=1), draw(step=1))
     assert (draw(step=1) != draw(step=2)).float().mean() > 0.3  # fresh noise at every step
+
+
+def test_streams_of_a_seed_draw_independently() -> None:
+    """Two streams draw the same token at the chance rate sum_v p(v)^2 from one distribution
+    p: neighbouring streams of a seed (prompt i and i+1 of a call), streams n apart (sample j
+    of neighbouring prompts) and the same stream of neighbouring seeds."""
+    S, T = 4000, 16
+    probs = torch.tensor([2.0, 1.0, 0.5, 0.0]).softmax(-1)
+    chance = float((probs**2).sum())  # 0.40
+    logits = probs.log().expand(S, 4)
+    ones = torch.ones(S)
+
+    def draws(keys: list[int]) -> torch.Tensor:
+        k = torch.tensor(keys)
+        return torch.stack(
+            [
+                sample_tokens(logits, ones, ones.long() * 4, ones, 0 * ones, k, ones.long() * t)
+                for t in range(T)
+            ]
+        )
+
+    base = draws([stream_key(9, i) for i in range(S)])
+    pairs = {
+        "next stream": draws([stream_key(9, i + 1) for i in range(S)]),
+        "4 streams on": draws([stream_key(9, i + 4) for i in range(S)]),
+        "next seed": draws([stream_key(10, i) for i in range(S)]),
+    }
+    se = (chance * (1 - chance) / (S * T)) ** 0.5  # 0.0019
+    for name, other in pairs.items():
+        agree = float((base == other).float().mean())
+        assert abs(agree - chance) < 4 * se, (name, agree, chance)
+    marginal = torch.bincount(base.flatten(), minlength=4).float() / (S * T)
+    torch.testing.assert_close(marginal, probs, rtol=0, atol=0.01)
 
 
 def test_stream_pieces_join_to_the_completion(engine: Engine) -> None:

@@ -1,5 +1,6 @@
-"""MoE layer: dispatch against a naive per-token loop, gradients, balancing losses and bias,
-capacity dropping, batch independence at inference, accounting and checkpoint round trip."""
+"""MoE layer: dispatch against a naive per-token loop, gradients, balancing losses, the
+aux-loss-free bias (counted in training forwards, moved once per update), capacity dropping,
+batch independence at inference, accounting and checkpoint round trip."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.config import ModelConfig, MoEConfig, RunConfig, preset
-from lmlab.model.moe import MoE, grouped_mm, load_balance, routing_metrics, routing_report
+from lmlab.model.moe import (
+    MoE,
+    grouped_mm,
+    load_balance,
+    moe_layers,
+    routing_metrics,
+    routing_report,
+    update_balance_bias,
+)
 from lmlab.model.transformer import Transformer, flops_per_token, param_counts
 from lmlab.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import tiny_model_config
@@ -151,6 +160,7 @@ def test_bias_update_moves_load_toward_balance() -> None:
     layer.train()
     for _ in range(300):
         layer(x)
+        update_balance_bias(layer)
     layer.eval()
     layer(x)
     cv_after = load_balance(layer.stats.counts)["cv"]
@@ -163,7 +173,96 @@ def test_bias_update_moves_load_toward_balance() -> None:
     layer2.train()
     for _ in range(300):
         layer2(x)
+        update_balance_bias(layer2)
     torch.testing.assert_close(layer2.expert_bias, layer.expert_bias, atol=0, rtol=0)
+
+
+def _biases(model: torch.nn.Module) -> torch.Tensor:
+    return torch.stack([m.expert_bias.clone() for m in moe_layers(model)])
+
+
+def _skewed_moe(bias_speed: float = 0.01) -> Transformer:
+    """A tiny MoE transformer whose routers favour some experts, so the bias has work to do."""
+    torch.manual_seed(0)
+    model = Transformer(moe_config(n_experts=4, top_k=1, bias_speed=bias_speed))
+    with torch.no_grad():
+        for m in moe_layers(model):
+            m.router.weight.normal_(0, 0.5)
+    return model
+
+
+def test_bias_moves_only_in_update_and_only_from_training_forwards() -> None:
+    """Forwards never move the bias themselves; eval-mode, no_grad and inference_mode forwards
+    (scoring, the engine) add nothing to the load the next update uses, training-mode ones do."""
+    idx = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(1))
+    other = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(2))
+    model = _skewed_moe()
+    model.train()
+    model(idx)  # a training forward with no update after it: the bias stays where it was
+    assert (_biases(model) == 0).all()
+    model.eval()
+    model(other)
+    model.train()
+    with torch.no_grad():
+        model(other)
+    with torch.inference_mode():
+        model(other)
+    assert (_biases(model) == 0).all()
+    update_balance_bias(model)
+    moved = _biases(model)
+    assert moved.abs().sum() > 0
+
+    # the same model given only the one training forward moves its bias the same way
+    ref = _skewed_moe()
+    ref.train()
+    ref(idx)
+    update_balance_bias(ref)
+    torch.testing.assert_close(moved, _biases(ref), atol=0, rtol=0)
+    # with no training forward since the last update there is no load, and nothing moves
+    update_balance_bias(model)
+    torch.testing.assert_close(_biases(model), moved, atol=0, rtol=0)
+    # non-training forwards alone never move it
+    fresh = _skewed_moe()
+    fresh.eval()
+    fresh(other)
+    with torch.inference_mode():
+        fresh.train()(other)
+    update_balance_bias(fresh)
+    assert (_biases(fresh) == 0).all()
+
+
+def test_bias_update_uses_the_load_of_all_forwards_since_the_last() -> None:
+    """Two training forwards (micro-batches, or SFT's replay forward) then one update move the
+    bias exactly as one forward over both batches does: the update sees their summed load,
+    and moves each expert by at most bias_speed."""
+    speed = 0.01
+    a = torch.randint(0, 128, (3, 16), generator=torch.Generator().manual_seed(3))
+    b = torch.randint(0, 128, (5, 16), generator=torch.Generator().manual_seed(4))
+    split, whole = _skewed_moe(speed), _skewed_moe(speed)
+    split.train()
+    whole.train()
+    before = _biases(whole)
+    for _ in range(4):
+        split(a)
+        split(b)
+        update_balance_bias(split)
+        whole(torch.cat([a, b]))
+        update_balance_bias(whole)
+        torch.testing.assert_close(_biases(split), _biases(whole), atol=0, rtol=0)
+        # one move per update: by -speed, 0 or +speed per expert, by speed for some
+        assert float((_biases(whole) - before).abs().max()) == pytest.approx(speed)
+        before = _biases(whole)
+
+
+def test_update_balance_bias_is_a_no_op_without_a_bias() -> None:
+    dense = Transformer(tiny_model_config()).train()
+    dense(torch.randint(0, 128, (2, 8)))
+    update_balance_bias(dense)  # dense: nothing to do, no error
+    model = _skewed_moe(bias_speed=0.0).train()
+    model(torch.randint(0, 128, (2, 8)))
+    update_balance_bias(model)
+    assert (_biases(model) == 0).all()
+    assert all(m.step_counts is None for m in moe_layers(model))  # bias_speed 0 counts nothing
 
 
 def test_bias_changes_selection_not_gate_weights() -> None:
@@ -255,9 +354,14 @@ def test_config_round_trip_and_checkpoint(tmp_path: Path) -> None:
     assert loaded.model.moe == cfg.model.moe
     model = Transformer(cfg.model)
     model.train()
-    model(torch.randint(0, 128, (2, 16)))  # moves the selection bias
+    model(torch.randint(0, 128, (2, 16)))
+    update_balance_bias(model)  # moves the selection bias
     bias = model.blocks[0].ffn.expert_bias.clone()
     assert bias.abs().sum() > 0
+    # the bias is saved with the weights; the load counted within a step is not state
+    assert {k for k in model.state_dict() if "ffn." in k and "expert_bias" not in k} == {
+        f"blocks.{i}.ffn.{name}" for i in range(2) for name in ("router.weight", "w13", "w2")
+    }
     save_checkpoint(tmp_path, model, None, {"step": 1, "tokens": 0})
     fresh = Transformer(loaded.model)
     load_checkpoint(tmp_path / "checkpoints" / "step_000001", fresh)

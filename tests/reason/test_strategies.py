@@ -11,7 +11,14 @@ import pytest
 from lmlab.data import world
 from lmlab.infer import Engine, SamplingParams
 from lmlab.reason import ReasonError, get_strategy, parse_strategy
-from lmlab.reason.strategies import Adaptive, FewShotCoT, SelfConsistency, TreeOfThoughts
+from lmlab.reason.base import Ledger
+from lmlab.reason.strategies import (
+    Adaptive,
+    FewShotCoT,
+    SelfConsistency,
+    TreeOfThoughts,
+    sample_chains,
+)
 from tests.reason.fakes import CountingEngine, ScriptedEngine
 
 
@@ -188,3 +195,16 @@ def test_tot_propose_on_the_real_engine(tiny_run: Path) -> None:
     assert sum(r.compute.prompt_tokens for r in results) == engine.prefilled
     assert engine.model.prefilled > 0  # the first-token forward passes are charged too
     assert all(r.info["expanded"] >= 1 for r in results)
+
+
+def test_sample_chains_gives_each_call_its_own_seed() -> None:
+    """Questions whose budgets afford different n are asked in separate engine calls; the engine
+    numbers noise streams within one call only, so the calls must not share a seed."""
+    engine = ScriptedEngine(lambda prompt, i, params: ("x\nAnswer: 1", -0.1))
+    prompts = {0: [1, 2, 3], 1: [4, 5, 6]}
+    budgets = Ledger(engine, 2, budget=30)
+    budgets.spent[1].tokens = 30 - 2 * 8  # question 1 affords two 8-token chains, question 0 three
+    out = sample_chains(budgets, prompts, 3, 0.7, 8, seed=5)
+    assert [len(out[0]), len(out[1])] == [3, 2]
+    seeds = [params.seed for _, params in engine.calls]
+    assert len(seeds) == 2 and len(set(seeds)) == 2

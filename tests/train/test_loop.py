@@ -1,4 +1,5 @@
-"""Tests for lmlab.train.loop: schedules, exact resume after a kill, accumulation, DDP."""
+"""Tests for lmlab.train.loop: schedules, exact resume after a kill, accumulation, DDP, and the
+MoE selection bias moving once per optimiser step on the global load."""
 
 from __future__ import annotations
 
@@ -9,17 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
+from torch import Tensor
 
-from lmlab.config import DataConfig, RunConfig, TrainConfig
+from lmlab.config import DataConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig
+from lmlab.model.load import load_run
+from lmlab.model.moe import moe_layers
+from lmlab.model.transformer import Transformer
 from lmlab.runs import RunDirError
-from lmlab.train.loop import lr_at
-from lmlab.train.pretrain import pretrain
+from lmlab.train.loop import Dist, Trainer, lr_at
+from lmlab.train.pretrain import next_token_loss, pretrain
 from tests.conftest import run_killed, tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cfg(corpus: Path, **train: object) -> RunConfig:
+def _cfg(corpus: Path, model: ModelConfig | None = None, **train: object) -> RunConfig:
     t = dict(
         batch_size=4,
         max_steps=20,
@@ -34,7 +41,7 @@ def _cfg(corpus: Path, **train: object) -> RunConfig:
     )
     t.update(train)
     return RunConfig(
-        model=tiny_model_config(context_length=32),
+        model=model or tiny_model_config(context_length=32),
         train=TrainConfig(**t),  # type: ignore[arg-type]
         data=DataConfig(corpus=str(corpus), tokenizer="char", val_fraction=0.1),
     )
@@ -76,9 +83,14 @@ P.pretrain(RunConfig.load(Path(sys.argv[1])), Path(sys.argv[2]), show_progress=F
 """
 
 
-def test_resume_after_kill_is_exact(corpus_file: Path, tmp_path: Path) -> None:
-    """20 uninterrupted steps == 10 steps, SIGKILL mid-run, --resume, the rest (CPU, exact)."""
-    cfg = _cfg(corpus_file)
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_resume_after_kill_is_exact(moe: bool, corpus_file: Path, tmp_path: Path) -> None:
+    """20 uninterrupted steps == 10 steps, SIGKILL mid-run, --resume, the rest (CPU, exact);
+    for an MoE model the selection bias, saved with the weights, ends the same too."""
+    model = tiny_model_config(context_length=32)
+    if moe:
+        model.moe = MoEConfig(n_experts=4, top_k=2, bias_speed=0.01)
+    cfg = _cfg(corpus_file, model)
     pretrain(cfg, tmp_path / "straight", show_progress=False)
 
     cfg.save(tmp_path / "cfg.json")
@@ -101,6 +113,10 @@ def test_resume_after_kill_is_exact(corpus_file: Path, tmp_path: Path) -> None:
     assert _losses(tmp_path / "killed")[-1][0] == 12
     pretrain(None, tmp_path / "killed", resume=True, show_progress=False)
     assert _losses(tmp_path / "killed") == _losses(tmp_path / "straight")
+    if moe:
+        straight, killed = (load_run(tmp_path / r)[0] for r in ("straight", "killed"))
+        assert _biases(straight).abs().sum() > 0
+        assert torch.equal(_biases(killed), _biases(straight))
 
 
 def test_grad_accumulation_matches_big_batch(corpus_file: Path, tmp_path: Path) -> None:
@@ -245,3 +261,101 @@ def test_resume_refuses_a_changed_corpus(corpus_file: Path, tmp_path: Path) -> N
     with pytest.raises(RunDirError, match="changed since"):
         pretrain(None, tmp_path / "run", resume=True, show_progress=False, max_steps=4)
     assert (tmp_path / "run" / "tokenizer.json").read_text() == tokenizer_before
+
+
+# --- the MoE auxiliary-loss-free bias: once per optimiser step, on the global load ------------
+
+BIAS_SPEED, MOE_STEPS = 0.01, 4
+
+
+def _moe_trainer(run: Path, dist_info: Dist | None = None, parallel: str = "ddp") -> Trainer:
+    """A tiny MoE transformer (same init wherever it is built) under a fresh Trainer."""
+    torch.manual_seed(0)
+    moe = MoEConfig(n_experts=4, top_k=2, aux_loss=0.0, bias_speed=BIAS_SPEED)
+    model = Transformer(tiny_model_config(context_length=16, moe=moe))
+    train = TrainConfig(max_steps=MOE_STEPS, warmup_steps=1, parallel=parallel)  # type: ignore[arg-type]
+    return Trainer(model, train, run, dist_info or Dist(), torch.device("cpu"), False)
+
+
+def _moe_batch(step: int) -> tuple[Tensor, Tensor]:
+    """Step `step`'s global batch: 8 rows of random tokens (inputs, next-token targets)."""
+    ids = torch.randint(0, 128, (8, 17), generator=torch.Generator().manual_seed(step))
+    return ids[:, :-1], ids[:, 1:]
+
+
+def _biases(model: torch.nn.Module) -> Tensor:
+    return torch.stack([m.expert_bias.clone() for m in moe_layers(model)])
+
+
+def test_moe_bias_moves_once_per_step_grad_accum_4_equals_1(tmp_path: Path) -> None:
+    """The same tokens as one batch or as 4 micro-batches: the bias follows the same
+    trajectory (it moves once per optimiser step, from the step's whole load), and evaluation
+    between steps adds nothing to the load."""
+    one, four = _moe_trainer(tmp_path / "one"), _moe_trainer(tmp_path / "four")
+    before = _biases(one.model)
+    for step in range(MOE_STEPS):
+        x, y = _moe_batch(step)
+        one.step(next_token_loss, [(x, y)])
+        four.step(next_token_loss, zip(x.chunk(4), y.chunk(4), strict=True))
+        four.evaluate(next_token_loss, [_moe_batch(100 + step)])
+        want = _biases(one.model)
+        torch.testing.assert_close(_biases(four.model), want)
+        # one move per step: every expert's bias moved by -speed, 0 or +speed, some by speed
+        torch.testing.assert_close((want - before).abs().max(), torch.tensor(BIAS_SPEED))
+        before = want
+
+
+def test_moe_training_forward_outside_a_step_leaves_the_bias_alone(tmp_path: Path) -> None:
+    """A training-mode forward with gradients that no optimiser step follows (a probe, a stray
+    call) neither moves the bias nor leaks its load into the next step."""
+    clean, probed = _moe_trainer(tmp_path / "clean"), _moe_trainer(tmp_path / "probed")
+    probe = torch.full((32, 16), 5)  # routed to a few experts: a load that would flip signs
+    for step in range(2):
+        probed.model.train()(probe)
+        if step == 0:
+            assert (_biases(probed.model) == 0).all()
+        clean.step(next_token_loss, [_moe_batch(step)])
+        probed.step(next_token_loss, [_moe_batch(step)])
+        torch.testing.assert_close(_biases(probed.model), _biases(clean.model), atol=0, rtol=0)
+
+
+def _two_rank_worker(rank: int, init_method: str, parallel: str, out: str) -> None:
+    """One of two gloo ranks: each step, this rank's half of the global batch as 2
+    micro-batches; saves the bias after every step."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=2)
+    try:
+        trainer = _moe_trainer(Path(out), Dist(rank, 2, rank), parallel)
+        biases = []
+        for step in range(MOE_STEPS):
+            x, y = (t[4 * rank : 4 * rank + 4] for t in _moe_batch(step))
+            trainer.step(next_token_loss, zip(x.chunk(2), y.chunk(2), strict=True))
+            biases.append(_biases(trainer.model))
+        torch.save(torch.stack(biases), Path(out) / f"bias_{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_moe_bias_follows_the_global_load_on_two_gloo_ranks(parallel: str, tmp_path: Path) -> None:
+    """2 gloo processes, different rows each: both ranks keep the same bias after every step,
+    the one a single process computes from the union of their rows."""
+    torch.multiprocessing.spawn(
+        _two_rank_worker,
+        args=(f"file://{tmp_path / 'rendezvous'}", parallel, str(tmp_path)),
+        nprocs=2,
+    )
+    rank0, rank1 = (torch.load(tmp_path / f"bias_{r}.pt") for r in range(2))
+    assert torch.equal(rank0, rank1)
+    union, local = _moe_trainer(tmp_path / "union"), _moe_trainer(tmp_path / "local")
+    want, rank0_alone = [], []
+    for step in range(MOE_STEPS):
+        x, y = _moe_batch(step)
+        union.step(next_token_loss, [(x, y)])
+        want.append(_biases(union.model))
+        local.step(next_token_loss, [(x[:4], y[:4])])
+        rank0_alone.append(_biases(local.model))
+    torch.testing.assert_close(rank0, torch.stack(want))
+    # the data make the check bite: rank 0's own load would have moved the bias elsewhere
+    assert not torch.equal(torch.stack(rank0_alone), torch.stack(want))

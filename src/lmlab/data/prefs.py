@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,10 @@ def generate_prefs(
         for i in range(0, len(problems), batch):
             chunk = problems[i : i + batch]
             prompts = [world.prompt(p, step_by_step=rng.random() < 0.5) for p in chunk]
-            outs = eng.generate([chat_prompt_ids(tok, q) for q in prompts], params)
+            # one seed per call: the engine numbers the noise streams within a call only
+            outs = eng.generate(
+                [chat_prompt_ids(tok, q) for q in prompts], replace(params, seed=seed + i)
+            )
             for p, q, comps in zip(chunk, prompts, outs, strict=True):
                 for pair in label_pairs(p, q, [c.text for c in comps], rng, noise, margin=margin):
                     f.write(pair.to_json() + "\n")

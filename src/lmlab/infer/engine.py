@@ -18,9 +18,17 @@ Design (continuous batching, as in Orca, Yu et al. 2022, and vLLM):
 
 Sampling happens in float32, in this order: temperature, top-k, top-p (nucleus, Holtzman et al.
 2020), min-p (Nguyen et al. 2024); temperature 0 is greedy. The random numbers come from a
-counter-based generator (Salmon et al. 2011): the noise for sample `i` of a request at step `t`
-is a hash of (seed, i, t, token id), so a sample depends only on its own seed, never on which
-other requests share the batch, and the whole batch is sampled with a handful of tensor ops.
+counter-based generator (Salmon et al. 2011): every sample draws from its own *stream* of the
+seed, whose key (a hash of seed and stream index, set when the sample takes its slot) is hashed
+with the step `t` and the token id, so the whole batch is sampled with a handful of tensor ops.
+A `generate` call numbers its samples across prompts: prompt i's sample j is stream i*n + j.
+So every prompt and sample of a call draws independent noise (one stream for all prompts would
+tie prompt i's choices to prompt k's), and `generate([p, p])` gives exactly what
+`generate([p], n=2)` gives. A request queued on its own (`add_request`, hence `stream`, `chat`
+and the server) takes streams 0..n-1, or n streams from `first_stream` on. A sample depends
+only on its seed and stream, never on which other requests share the batch or when it joined;
+two calls with the same seed reuse the same streams, so a caller that splits one job into
+several calls gives each call its own seed.
 
 Stops: a sequence ends at a stop token (`<|end|>` unless `ignore_eos`, plus `stop_token_ids`;
 the stop token is kept in `token_ids` and `logprobs` but not in `text`), at a stop string
@@ -78,7 +86,8 @@ class SamplingParams:
     ignore_eos: bool = False
     """Do not stop at <|end|> (only at stop_token_ids, stop strings or the length)."""
     seed: int | None = None
-    """Sampling seed (None: drawn from torch's global generator)."""
+    """Sampling seed; prompt i's sample j of a `generate` call draws from stream i*n + j of it
+    (None: each prompt draws a seed from torch's global generator)."""
     logprobs: bool = False
     """Return the log-probability of every generated token."""
 
@@ -152,6 +161,12 @@ def _exponential_noise(keys: Tensor, counters: Tensor, vocab: int) -> Tensor:
     h = _mix32(_mix32(step_key[:, None] + token) ^ step_key[:, None])
     u = ((h >> 8).float() + 0.5) / 16777216.0  # 24-bit uniforms strictly inside (0, 1)
     return -torch.log(u)
+
+
+def stream_key(seed: int, stream: int) -> int:
+    """The noise key of stream `stream` of `seed`: a sample's row key (see the module docstring),
+    set once per slot at admission; each decode step hashes it with the step counter."""
+    return int(_mix32(_mix32(torch.tensor(seed & _M32)) + (stream * _GOLDEN & _M32)))
 
 
 def filter_logits(logits: Tensor, top_k: Tensor, top_p: Tensor, min_p: Tensor) -> Tensor:
@@ -320,6 +335,8 @@ class Request:
     params: SamplingParams
     seed: int
     stop_ids: frozenset[int]
+    first_stream: int = 0
+    """The seed's noise stream of sample 0; sample i draws from stream first_stream + i."""
     seqs: list[_Seq] = field(default_factory=list)
 
     @property
@@ -543,18 +560,27 @@ class Engine:
                 f"the context length {self.max_len}; shorten the prompt or lower max_new_tokens"
             )
 
-    def add_request(self, prompt: str | Sequence[int], params: SamplingParams) -> Request:
-        """Queue a request; it joins the running batch at the next `step()` with free slots."""
+    def add_request(
+        self, prompt: str | Sequence[int], params: SamplingParams, first_stream: int = 0
+    ) -> Request:
+        """Queue a request; it joins the running batch at the next `step()` with free slots.
+
+        Its samples draw from noise streams first_stream .. first_stream + n - 1 of the seed
+        (see the module docstring): pass `i * n` for the i-th prompt of a `generate` call to
+        reproduce that prompt's samples on their own.
+        """
+        if not isinstance(first_stream, int) or first_stream < 0:
+            raise GenerationError(f"first_stream must be >= 0, got {first_stream!r}")
         ids = self.encode_prompt(prompt)
         self._check(ids, params)
-        return self._enqueue(ids, params)
+        return self._enqueue(ids, params, first_stream)
 
-    def _enqueue(self, ids: list[int], params: SamplingParams) -> Request:
+    def _enqueue(self, ids: list[int], params: SamplingParams, first_stream: int) -> Request:
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31, ()))
         stop_ids = set(params.stop_token_ids or [])
         if not params.ignore_eos:
             stop_ids.add(self.tokenizer.end_id)
-        req = Request(next(self._ids), ids, params, seed, frozenset(stop_ids))
+        req = Request(next(self._ids), ids, params, seed, frozenset(stop_ids), first_stream)
         req.seqs = [_Seq(req, i) for i in range(params.n)]
         self.waiting.append(req)
         return req
@@ -602,10 +628,7 @@ class Engine:
         self.top_k[s] = min(p.top_k or self.cfg.vocab_size, self.cfg.vocab_size)
         self.top_p[s] = p.top_p
         self.min_p[s] = p.min_p
-        # The row's key mixes the request seed with the sample index (see module docstring).
-        self.keys[s] = _mix32(
-            _mix32(torch.tensor(seq.request.seed & _M32)) + seq.index * _GOLDEN
-        ).item()
+        self.keys[s] = stream_key(seq.request.seed, seq.request.first_stream + seq.index)
         self.counters[s] = 0
         self.active[s] = 1
 
@@ -797,7 +820,8 @@ class Engine:
         encoded = [self.encode_prompt(p) for p in prompts]
         for ids in encoded:  # validate everything before queueing anything
             self._check(ids, params)
-        reqs = [self._enqueue(ids, params) for ids in encoded]
+        # Prompt i's samples take streams i*n .. i*n + n-1 of the seed (see module docstring).
+        reqs = [self._enqueue(ids, params, i * params.n) for i, ids in enumerate(encoded)]
         while not all(r.finished for r in reqs):
             self.step()
         return [r.completions(self.tokenizer) for r in reqs]

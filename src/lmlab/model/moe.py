@@ -17,11 +17,19 @@ and results are scattered back with `index_add`. Expert weights are stacked tens
 `w13 [E, d, 2h]` (gate and up projections fused) and `w2 [E, h, d]`.
 
 Balancing, each switchable in `MoEConfig`: the Switch auxiliary loss alpha * N * sum_i f_i P_i,
-the ST-MoE router z-loss (Zoph et al. 2022), and the DeepSeek-V3 auxiliary-loss-free bias,
-updated after each training forward by bias_speed * sign(mean load - load_i) outside autograd.
-An optional capacity factor drops assignments beyond an expert's capacity in training (Switch
-style, for comparison); evaluation and inference are always dropless and never touch the bias,
-so a token's output never depends on the rest of its batch.
+the ST-MoE router z-loss (Zoph et al. 2022), and the DeepSeek-V3 auxiliary-loss-free bias b,
+which moves once per optimiser step from the load of that step's whole batch (DeepSeek-V3
+§2.1.2 monitors the load per step and updates the bias at its end). Training forwards
+(training mode with gradients enabled) only add their expert counts to the layer's
+`step_counts`; `update_balance_bias(model)`, which the training loop calls after the optimiser
+step (having dropped stale counts with `clear_balance_counts` when the step began), sums those
+counts over the data-parallel ranks and moves every bias by bias_speed * sign(mean load -
+load_i) outside autograd. So gradient-accumulation micro-batches, a second forward in one
+objective and data-parallel ranks all feed one update from the step's global load, and the
+replicated bias stays identical on every rank. An optional capacity factor drops assignments
+beyond an expert's capacity in training (Switch style, for comparison); evaluation and
+inference (eval mode, no_grad, inference_mode) are always dropless and neither count nor move
+the bias, so a token's output never depends on the rest of its batch.
 
 After each forward a layer keeps its `RoutingStats` in `.stats` and its weighted balancing
 losses (with gradients) in `.aux_losses`; `router_losses` and `routing_metrics` collect them
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -169,6 +178,11 @@ class MoE(nn.Module):
         self.shared = SwiGLU(d, m.n_shared * h) if m.n_shared else None
         # DeepSeek-V3 selection bias: a buffer (saved with the weights), never a parameter.
         self.register_buffer("expert_bias", torch.zeros(E))
+        # [E] assignments of the training forwards since the last `update_balance_bias`.
+        # A plain attribute, not a buffer: it is per-rank state within one step (DDP would
+        # overwrite buffers with rank 0's at every forward) and no part of a checkpoint, which
+        # is taken at a step boundary where it is empty.
+        self.step_counts: Tensor | None = None
         self.gemm: GemmImpl = "auto"
         self.stats: RoutingStats | None = None
         self.aux_losses: Tensor | None = None
@@ -231,7 +245,12 @@ class MoE(nn.Module):
         return out.to(x.dtype).reshape(shape)
 
     def _balance(self, logits: Tensor, probs: Tensor, counts: Tensor, dropped: Tensor) -> None:
-        """Balancing losses, statistics and (in training) the aux-loss-free bias update."""
+        """Balancing losses, statistics and (in training) the counts the bias update uses."""
+        if self.training and torch.is_grad_enabled() and self.cfg.bias_speed > 0:
+            # Only forwards that train count: no_grad scoring in training mode (and eval, the
+            # engine) must not steer the bias. `update_balance_bias` applies and clears them.
+            c = counts.detach()
+            self.step_counts = c if self.step_counts is None else self.step_counts + c
         E, k = self.n_experts, self.top_k
         N = logits.shape[0]
         # Switch (Fedus et al. 2022, eq. 4) generalised to top-k: f_i = share of the N*k
@@ -246,10 +265,6 @@ class MoE(nn.Module):
             self.stats = RoutingStats(
                 counts.detach().float(), dropped.detach(), entropy, aux.detach(), z.detach()
             )
-            if self.training and self.cfg.bias_speed > 0:
-                # DeepSeek-V3 eq. 16-17: raise the bias of underloaded experts, lower overloaded.
-                error = counts.float().mean() - counts.float()
-                self.expert_bias.add_(self.cfg.bias_speed * error.sign())
 
 
 # --- collecting losses and metrics for an objective --------------------------------------------
@@ -258,6 +273,46 @@ class MoE(nn.Module):
 def moe_layers(model: nn.Module) -> list[MoE]:
     """The MoE layers of a model (also through DDP / torch.compile wrappers), in block order."""
     return sorted((m for m in model.modules() if isinstance(m, MoE)), key=lambda m: m.layer)
+
+
+def clear_balance_counts(model: nn.Module) -> None:
+    """Forget the load counted by training forwards since the last bias update (a forward no
+    optimiser step followed must not steer the next step's update)."""
+    for m in moe_layers(model):
+        m.step_counts = None
+
+
+@torch.no_grad()
+def update_balance_bias(model: nn.Module, group: dist.ProcessGroup | None = None) -> None:
+    """Move each MoE layer's auxiliary-loss-free bias once, from the load of its training
+    forwards since the last call (one optimiser step's), then clear that load.
+
+    DeepSeek-V3 (DeepSeek-AI 2024, §2.1.2; Wang et al. 2024): at the end of each
+    step, b_i += bias_speed * sign(mean_j c_j - c_i), with c the step's assignment counts. When
+    torch.distributed is initialised with more than one rank in `group` (None: the default
+    group), the counts are summed over its ranks first, so every rank applies the same update
+    from the global load; then every rank of `group` must call this (it is a collective).
+    A no-op for dense models and for layers with bias_speed 0.
+    """
+    layers = [m for m in moe_layers(model) if m.cfg.bias_speed > 0]
+    if not layers:
+        return
+    counts = torch.cat(
+        [
+            m.step_counts
+            if m.step_counts is not None
+            else torch.zeros(m.n_experts, dtype=torch.long, device=m.expert_bias.device)
+            for m in layers
+        ]
+    )
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+        dist.all_reduce(counts, group=group)  # integer counts: the sum is exact on every rank
+    for m, c in zip(layers, counts.split([m.n_experts for m in layers]), strict=True):
+        m.step_counts = None
+        # DeepSeek-V3 eq. 16-17: raise the bias of underloaded experts, lower overloaded ones.
+        # A layer with no load this step (no training forward anywhere) has error 0: unmoved.
+        error = c.float().mean() - c.float()
+        m.expert_bias.add_(m.cfg.bias_speed * error.sign())
 
 
 def router_losses(model: nn.Module) -> Tensor | None:

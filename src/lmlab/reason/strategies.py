@@ -78,7 +78,9 @@ def sample_chains(
     stop: list[str] | None = None,
 ) -> dict[int, list[Completion]]:
     """`n` completions of each question's prompt (n lowered to what each budget affords; a
-    question that cannot afford one sample gets none). Questions sharing n share one call."""
+    question that cannot afford one sample gets none). Questions sharing n share one call; each
+    call gets its own seed (the engine numbers the noise streams of one call, so two calls with
+    one seed would repeat each other's samples)."""
     if not prompts:
         return {}
     max_new = room_for(ledger.engine, list(prompts.values()), max_new)
@@ -93,7 +95,7 @@ def sample_chains(
             max_new_tokens=max_new,
             temperature=temperature,
             n=m,
-            seed=seed,
+            seed=seed + 7919 * m,
             stop=stop,
             logprobs=True,
         )

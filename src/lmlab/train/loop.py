@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from lmlab.config import TrainConfig
 from lmlab.model.load import tied_aliases
+from lmlab.model.moe import clear_balance_counts, update_balance_bias
 from lmlab.runs import METRICS_FILE, latest_checkpoint, write_atomic, write_checkpoint
 from lmlab.train.checkpoint import full_state, load_checkpoint
 
@@ -169,6 +170,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_model.train()
+        clear_balance_counts(self.model)  # MoE: the bias update sees this step's forwards only
         sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
             # DDP all-reduces gradients only on the last micro-batch of the step.
@@ -188,6 +190,7 @@ class Trainer:
             else torch.zeros(())
         )
         self.optimizer.step()
+        update_balance_bias(self.model)  # MoE: once per step, from the global expert load
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         self.tokens += n_tokens
