@@ -316,7 +316,7 @@ def test_disconnect_mid_stream_frees_the_slot(tiny_run: Path) -> None:
 
 
 def test_non_streaming_client_gone_and_timeout(tiny_run: Path) -> None:
-    app, engine = make_server(tiny_run, max_batch=1, max_tokens=60, timeout_s=2.0)
+    app, engine = make_server(tiny_run, max_batch=1, max_tokens=60, timeout=2.0)
     step, cancel = engine.step, engine.cancel
     cancelled: list[Any] = []
 
