@@ -236,6 +236,12 @@ MSG = [{"role": "user", "content": "hi"}]
             {"code": "strategy_not_available"},
         ),
         (CHAT, {"model": "tiny:magic", "messages": MSG}, 400, {"code": "strategy_not_available"}),
+        (
+            COMP,
+            {"model": "tiny:sc@2", "prompt": "x", "reasoning": {"task": "nope"}},
+            400,
+            {"param": "reasoning"},
+        ),
         ("/v1/nothing", {}, 404, {}),
     ],
 )

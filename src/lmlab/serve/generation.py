@@ -23,8 +23,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from lmlab.infer.engine import Completion, GenerationError, SamplingParams
-from lmlab.reason.base import ReasonError
+from lmlab.infer.engine import Completion, SamplingParams
 from lmlab.reason.strategies import parse_strategy
 from lmlab.serve import schemas as S
 from lmlab.serve.config import DEFAULT_NAME, ServeConfig
@@ -195,7 +194,9 @@ class Service:
                 strategy = parse_strategy(spec, **settings)
                 run = asyncio.to_thread(strategy.run, _WorkerEngine(self.worker), [prep.question])
                 result = (await deadline.run(run))[0]
-            except (ReasonError, GenerationError, TypeError) as e:
+            # Bad settings are ValueErrors by the project's convention (ReasonError, the world's
+            # WorldError for an unknown task, GenerationError) or TypeErrors (a wrong type).
+            except (ValueError, TypeError) as e:
                 raise APIError(
                     400, f"reasoning: {e}", param="reasoning", code="invalid_value"
                 ) from None
