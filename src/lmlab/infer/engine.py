@@ -60,7 +60,14 @@ from lmlab.infer.packed import can_prepack, prepacked
 
 
 class GenerationError(ValueError):
-    """Bad input to the engine (the message names the problem and the fix)."""
+    """Bad input to the engine (the message names the problem and the fix).
+
+    `field` names the `SamplingParams` field at fault when there is one, so that a caller (the
+    server) can point at its own input without parsing the message."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
