@@ -117,6 +117,12 @@ def test_stop_seed_n_and_extra_fields(server: str, reference: Engine) -> None:
         for choice in ch.choices:
             streamed_n[choice.index] += choice.text
     assert streamed_n == want_n
+    # Several prompts in one request draw independent noise, numbered as Engine.generate does.
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=5, n=2, seed=7)
+    want_pp = [[x.text for x in out] for out in reference.generate(["x", "x"], params)]
+    r = c.completions.create(**{**kw, "prompt": ["x", "x"], "n": 2}, extra_body={"top_k": 5})
+    got = [ch.text for ch in sorted(r.choices, key=lambda ch: ch.index)]
+    assert [got[:2], got[2:]] == want_pp and got[:2] != got[2:]
 
 
 def test_logprobs_are_the_engines(server: str, reference: Engine) -> None:

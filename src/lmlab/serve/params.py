@@ -201,16 +201,6 @@ def sampling_params(
         logprobs=logprobs,
         ignore_eos=body.ignore_eos,
     )
-    # The request's limits that the schema cannot state: n samples need n engine slots, and a
-    # stop string must be non-empty (SamplingParams.validate checks these too, with no field).
-    if params.n > engine.max_batch:
-        raise _invalid(f"n={params.n} exceeds the engine's max_batch={engine.max_batch}", "n")
-    if params.stop is not None and not all(params.stop):
-        raise _invalid(
-            f"stop must be a list of non-empty strings, got {type(params.stop).__name__} "
-            f"{params.stop!r}",
-            "stop",
-        )
     try:
         params.validate(engine.cfg.vocab_size, engine.max_batch)
     except GenerationError as e:
