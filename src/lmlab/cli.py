@@ -34,6 +34,7 @@ from lmlab.config import (
 )
 from lmlab.data.prefs import DEFAULT_MARGIN
 from lmlab.scaling.config import PlanConfig
+from lmlab.serve.config import ServeConfig
 
 console = Console()
 
@@ -1318,27 +1319,11 @@ def cmd_emergence(argv: list[str]) -> None:
 
 
 @dataclass
-class ServeArgs:
-    """Serve a run over an OpenAI-compatible HTTP API, with a web chat page at /."""
+class ServeEngineArgs:
+    """How `lmlab serve` builds its engine."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """Run directory."""
-    port: int = 8000
-    """TCP port."""
-    host: str = "127.0.0.1"
-    """Interface to bind (127.0.0.1: this machine only; 0.0.0.0: every interface)."""
-    name: str | None = None
-    """Model id clients send as `model` (default: the run directory's name)."""
     max_batch: int = 16
     """Engine slots: samples decoded together (continuous batching)."""
-    max_queue: int = 64
-    """Requests held beyond max_batch before new ones get 429."""
-    max_tokens: int = 512
-    """Most new tokens per request (and the default, within the context)."""
-    timeout: float = 600.0
-    """Seconds a request may take before it is cancelled (504)."""
-    api_key: str | None = None
-    """Require 'Authorization: Bearer KEY' on /v1/* (default: $LMLAB_API_KEY, else open)."""
     device: str = "cpu"
     """cpu or cuda[:N]."""
     compile: bool = False
@@ -1350,6 +1335,22 @@ class ServeArgs:
     in about a third of the time; 4 decodes 9-17% faster (docs/inference.md)."""
 
 
+@dataclass
+class ServeArgs:
+    """Serve a run over an OpenAI-compatible HTTP API, with a web chat page at /."""
+
+    run: Annotated[Path, tyro.conf.Positional]
+    """Run directory."""
+    port: int = 8000
+    """TCP port."""
+    host: str = "127.0.0.1"
+    """Interface to bind (127.0.0.1: this machine only; 0.0.0.0: every interface)."""
+    serve: Annotated[ServeConfig, tyro.conf.arg(name="")] = field(default_factory=ServeConfig)
+    engine: Annotated[ServeEngineArgs, tyro.conf.arg(name="")] = field(
+        default_factory=ServeEngineArgs
+    )
+
+
 def cmd_serve(argv: list[str]) -> None:
     import os
 
@@ -1357,45 +1358,40 @@ def cmd_serve(argv: list[str]) -> None:
     try:
         import uvicorn
 
-        from lmlab.serve import ServeConfig, create_app
+        from lmlab.serve.app import create_app
     except ImportError as e:
         raise ValueError(
             f"lmlab serve needs the serve extra ({e.name} is missing): pip install 'lmlab[serve]'"
         ) from None
+    eng = args.engine
     for flag, value, low in (
-        ("--max-batch", args.max_batch, 1),
-        ("--max-queue", args.max_queue, 0),
-        ("--max-tokens", args.max_tokens, 1),
+        ("--max-batch", eng.max_batch, 1),
         ("--port", args.port, 0),
-        ("--decode-steps", 1 if args.decode_steps is None else args.decode_steps, 1),
+        ("--decode-steps", 1 if eng.decode_steps is None else eng.decode_steps, 1),
     ):
         if value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
-    if not args.timeout > 0:
-        raise ValueError(f"--timeout must be > 0, got {args.timeout}")
+    cfg = dataclasses.replace(
+        args.serve,
+        name=args.serve.name or args.run.resolve().name,
+        api_key=args.serve.api_key or os.environ.get("LMLAB_API_KEY") or None,
+    )
+    cfg.validate()
     from lmlab.infer import Engine
 
     engine = Engine.from_checkpoint(
         args.run,
-        args.device,
-        max_batch=args.max_batch,
-        compile=args.compile,
-        decode_steps=args.decode_steps,
+        eng.device,
+        max_batch=eng.max_batch,
+        compile=eng.compile,
+        decode_steps=eng.decode_steps,
     )
-    if args.compile:
+    if eng.compile:
         with console.status("compiling the decode step"):
             engine.warm_up()
-    name = args.name or args.run.resolve().name
-    cfg = ServeConfig(
-        name=name,
-        max_queue=args.max_queue,
-        max_tokens=args.max_tokens,
-        timeout_s=args.timeout,
-        api_key=args.api_key or os.environ.get("LMLAB_API_KEY") or None,
-    )
     url = f"http://{args.host}:{args.port}"
     key = " (API key required)" if cfg.api_key else ""
-    console.print(f"serving {args.run} as model {name!r}: chat page {url}/, API {url}/v1{key}")
+    console.print(f"serving {args.run} as model {cfg.name!r}: chat page {url}/, API {url}/v1{key}")
     uvicorn.run(create_app(engine, cfg), host=args.host, port=args.port, log_level="info")
 
 

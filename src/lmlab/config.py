@@ -453,7 +453,7 @@ class PPOConfig:
     gamma: float = 1.0
     lam: float = 0.95
     no_eos_penalty: float = -1.0
-    """Added to the score of a response that hits max_new_tokens without <|end|>."""
+    """Replaces the score of a response that hits max_new_tokens without <|end|>."""
     step_by_step_fraction: float = 0.5
     """Fraction of prompts that ask for a worked solution."""
 

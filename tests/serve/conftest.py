@@ -15,8 +15,8 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from lmlab.infer import Engine  # noqa: E402
-from lmlab.serve import ServeConfig, create_app  # noqa: E402
-from lmlab.serve.app import FastAPI  # noqa: E402
+from lmlab.serve.app import FastAPI, create_app  # noqa: E402
+from lmlab.serve.config import ServeConfig  # noqa: E402
 
 
 @contextmanager

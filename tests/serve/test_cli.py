@@ -80,4 +80,8 @@ def test_lmlab_serve_bad_flags(tiny_run: Path, capsys: pytest.CaptureFixture[str
     assert err == "error: --max-batch must be >= 1, got 0"
     assert main(["serve", str(tiny_run), "--decode-steps", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --decode-steps must be >= 1, got 0"
+    assert main(["serve", str(tiny_run), "--max-queue", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --max-queue must be >= 0, got -1"
+    assert main(["serve", str(tiny_run), "--timeout", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --timeout must be > 0, got 0.0"
     assert main(["serve", str(tiny_run.parent / "missing")]) == 2

@@ -73,8 +73,7 @@ def test_chat_page_streams_a_reply(browser: Any, server: str, reference: Engine)
     )
     assert len(browser.find_elements(By.CSS_SELECTOR, ".msg.user")) == 2
     # A reasoning strategy from the picker: the answer arrives with collapsible traces.
-    if "sc" not in options:
-        pytest.skip("lmlab.reason's self-consistency is not available")
+    assert "sc" in options, options  # the picker offers lmlab.reason's strategies
     Select(browser.find_element(By.ID, "strategy")).select_by_value("sc")
     browser.find_element(By.ID, "k").send_keys("2")
     browser.find_element(By.ID, "input").send_keys("What is 2+3?")

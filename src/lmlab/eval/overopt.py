@@ -8,7 +8,15 @@ functional forms for the gold reward gain R(d) = gold(d) - gold(0):
     best-of-n:  R(d) = d (alpha - beta d),      with KL_bon(n) = log n - (n - 1) / n
     RL (PPO):   R(d) = d (alpha - beta log d)
 
-Both are linear in (alpha, beta) after dividing by d, so they are fitted by least squares.
+Both are linear in (alpha, beta): R = alpha d - beta d f(d), so they are fitted to R itself by
+least squares (dividing by d first would multiply the noise of the points near d = 0).
+
+The two arms are measured alike: both sample at one temperature T, and d is the distance from
+the same reference, the initial policy at T (best-of-n's KL is analytic; PPO's is measured with
+both policies scored at T). The proxy of both is the reward model's raw score, read at each
+response's last token; PPO trains on a score where never-ending responses get a penalty
+instead, but that penalty is not the proxy and is not plotted.
+
 `run_overopt` does the whole experiment: world preference pairs with label noise -> proxy RM ->
 best-of-n curve and a PPO run against the proxy -> fits, a plot and sample responses at the point
 where gold turns down while the proxy still rises.
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,9 @@ import numpy as np
 import torch
 
 from lmlab.config import PPOConfig, TrainConfig
+from lmlab.data.prefs import gold_score
+
+GoldFn = Callable[[Any, str], float]
 
 
 def bon_kl(n: int) -> float:
@@ -34,14 +46,20 @@ def bon_kl(n: int) -> float:
 
 
 def fit_form(d: np.ndarray, r: np.ndarray, form: str) -> tuple[float, float]:
-    """Least-squares (alpha, beta) of R = d (alpha - beta f(d)); f = d (bon) or log d (rl)."""
+    """Least-squares (alpha, beta) of R = alpha d - beta d f(d); f = d (bon) or log d (rl).
+
+    R is linear in (alpha, beta), so this is ordinary least squares on R with the columns
+    d and -d f(d); with equal noise on every R it is the best linear unbiased fit (Gauss-Markov),
+    unlike a fit of R/d, whose noise grows as 1/d near the start. Points at d = 0 carry no
+    information (R = 0 whatever the parameters) and are left out."""
     keep = d > 1e-6
     d, r = d[keep], r[keep]
     if len(d) < 2:
         raise ValueError("need at least two points with d > 0 to fit")
-    x = d if form == "bon" else np.log(d)
-    slope, intercept = np.polyfit(x, r / d, 1)
-    return float(intercept), float(-slope)
+    f = d if form == "bon" else np.log(d)
+    design = np.stack([d, -d * f], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(design, r, rcond=None)
+    return float(alpha), float(beta)
 
 
 def predict_form(d: np.ndarray, alpha: float, beta: float, form: str) -> np.ndarray:
@@ -58,10 +76,15 @@ def best_of_n(
     n_max: int,
     seed: int,
     max_new_tokens: int,
+    temperature: float,
+    gold: GoldFn = gold_score,
 ) -> list[dict[str, float]]:
-    """Proxy and gold reward of the proxy's best of the first n samples, n = 1, 2, 4 .. n_max."""
+    """Proxy and gold reward of the proxy's best of the first n samples, n = 1, 2, 4 .. n_max,
+    sampled at `temperature`. The proxy is the raw score at each sample's last token, as PPO
+    logs it: the text of a sample that never ended is not closed with an <|end|> it never
+    wrote."""
     from lmlab.data import world
-    from lmlab.data.prefs import chat_prompt_ids, gold_score, response_ids, world_prompts
+    from lmlab.data.prefs import chat_prompt_ids, world_prompts
     from lmlab.infer import Engine, SamplingParams
     from lmlab.train.reward import load_reward_model, score_rows
 
@@ -70,14 +93,16 @@ def best_of_n(
     proxy, _ = load_reward_model(proxy_run)
     problems = world_prompts(tasks, n_prompts, seed + 1)
     prompts = [chat_prompt_ids(tok, world.prompt(p, i % 2 == 0)) for i, p in enumerate(problems)]
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, n=n_max, seed=seed)
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, n=n_max, seed=seed
+    )
     outs = engine.generate(prompts, params)
     proxy_s = np.zeros((len(prompts), n_max))
     gold_s = np.zeros((len(prompts), n_max))
     for i, (p, ids, comps) in enumerate(zip(problems, prompts, outs, strict=True)):
-        rows = [ids + response_ids(tok, c.text) for c in comps]
+        rows = [ids + c.token_ids for c in comps]
         proxy_s[i] = score_rows(proxy, rows, tok.pad_id).numpy()
-        gold_s[i] = [gold_score(p, c.text) for c in comps]
+        gold_s[i] = [gold(p, c.text) for c in comps]
     curve = []
     n = 1
     while n <= n_max:
@@ -108,8 +133,12 @@ def run_overopt(
     bon_max: int = 16,
     seed: int = 0,
     show_progress: bool = True,
+    gold: GoldFn = gold_score,
 ) -> dict[str, Any]:
-    """The whole over-optimisation experiment into directory `out` (see the module docstring)."""
+    """The whole over-optimisation experiment into directory `out` (see the module docstring).
+
+    Both arms sample at `ppo.temperature`. `gold` is the hidden judge of both arms' responses
+    (the proxy's preference labels come from `generate_prefs`, which uses the world's own)."""
     from lmlab.data.prefs import generate_prefs
     from lmlab.train.ppo import train_ppo
     from lmlab.train.reward import train_reward_model
@@ -138,9 +167,17 @@ def run_overopt(
         sft_run, out / "prefs.jsonl", out / "proxy_rm", rm_train, show_progress=show_progress
     )
     bon = best_of_n(
-        sft_run, out / "proxy_rm", tasks, bon_prompts, bon_max, seed, ppo.max_new_tokens
+        sft_run,
+        out / "proxy_rm",
+        tasks,
+        bon_prompts,
+        bon_max,
+        seed,
+        ppo.max_new_tokens,
+        ppo.temperature,
+        gold,
     )
-    train_ppo(sft_run, out / "proxy_rm", out / "ppo", ppo_train, ppo, show_progress)
+    train_ppo(sft_run, out / "proxy_rm", out / "ppo", ppo_train, ppo, show_progress, gold=gold)
     rl = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
 
     d_bon = np.array([r["d"] for r in bon])
@@ -155,6 +192,7 @@ def run_overopt(
     summary = {
         "proxy_heldout_accuracy": proxy["heldout_accuracy"],
         "label_noise": noise,
+        "temperature": ppo.temperature,
         "best_of_n": bon,
         "rl_fit": dict(zip(("alpha", "beta"), fits["rl"], strict=True)),
         "bon_fit": dict(zip(("alpha", "beta"), fits["bon"], strict=True)),
@@ -165,7 +203,17 @@ def run_overopt(
         "ppo": asdict(ppo),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_overopt(out / "overopt.png", d_bon, bon, fits["bon"], d_rl, g_rl, p_rl, fits["rl"])
+    plot_overopt(
+        out / "overopt.png",
+        d_bon,
+        bon,
+        fits["bon"],
+        d_rl,
+        g_rl,
+        p_rl,
+        fits["rl"],
+        ppo.temperature,
+    )
     return summary
 
 
@@ -184,8 +232,10 @@ def plot_overopt(
     g_rl: np.ndarray,
     p_rl: np.ndarray,
     fit_rl: tuple[float, float],
+    temperature: float,
 ) -> None:
-    """Gold and proxy reward gain against sqrt(KL), with the fitted gold curves (PNG)."""
+    """Gold and proxy (raw reward-model score) gain against sqrt(KL), with the fitted gold
+    curves (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,7 +249,7 @@ def plot_overopt(
         (axes[1], d_rl, g_rl, p_rl, fit_rl, "rl", "PPO against the proxy"),
     ):
         grid = np.linspace(max(1e-3, d.min()), d.max() * 1.05, 100)
-        ax.plot(d, p, "o-", label="proxy reward", alpha=0.7)
+        ax.plot(d, p, "o-", label="proxy (raw reward-model score)", alpha=0.7)
         ax.plot(d, g, "s-", label="gold reward", alpha=0.7)
         ax.plot(
             grid,
@@ -207,7 +257,7 @@ def plot_overopt(
             "k--",
             label=f"gold fit: alpha={fit[0]:.2f}, beta={fit[1]:.2f}",
         )
-        ax.set_xlabel("sqrt(KL to the initial policy)")
+        ax.set_xlabel(f"sqrt(KL to the initial policy), both at T = {temperature:g}")
         ax.set_ylabel("reward gain over the initial policy")
         ax.set_title(title)
         ax.legend(fontsize=8)

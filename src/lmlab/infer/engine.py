@@ -60,7 +60,14 @@ from lmlab.infer.packed import can_prepack, prepacked
 
 
 class GenerationError(ValueError):
-    """Bad input to the engine (the message names the problem and the fix)."""
+    """Bad input to the engine (the message names the problem and the fix).
+
+    `field` names the `SamplingParams` field at fault when there is one, so that a caller (the
+    server) can point at its own input without parsing the message."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -94,26 +101,31 @@ class SamplingParams:
     def validate(self, vocab_size: int, max_batch: int) -> None:
         """Raise GenerationError with a one-line message if a field is out of range."""
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise GenerationError(
+                f"max_new_tokens must be >= 1, got {self.max_new_tokens}", "max_new_tokens"
+            )
         if not isinstance(self.n, int) or self.n < 1:
-            raise GenerationError(f"n must be >= 1, got {self.n}")
+            raise GenerationError(f"n must be >= 1, got {self.n}", "n")
         if self.n > max_batch:
-            raise GenerationError(f"n={self.n} exceeds the engine's max_batch={max_batch}")
+            raise GenerationError(f"n={self.n} exceeds the engine's max_batch={max_batch}", "n")
         if not self.temperature >= 0:
-            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+            raise GenerationError(
+                f"temperature must be >= 0, got {self.temperature}", "temperature"
+            )
         if self.top_k is not None and self.top_k < 1:
-            raise GenerationError(f"top_k must be >= 1 or None, got {self.top_k}")
+            raise GenerationError(f"top_k must be >= 1 or None, got {self.top_k}", "top_k")
         if not 0 < self.top_p <= 1:
-            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}", "top_p")
         if not 0 <= self.min_p <= 1:
-            raise GenerationError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise GenerationError(f"min_p must be in [0, 1], got {self.min_p}", "min_p")
         if self.stop is not None and (
             not isinstance(self.stop, (list, tuple))
             or not all(isinstance(s, str) and s for s in self.stop)
         ):
             raise GenerationError(
                 f"stop must be a list of non-empty strings, got {type(self.stop).__name__} "
-                f"{self.stop!r}"
+                f"{self.stop!r}",
+                "stop",
             )
         if self.stop_token_ids is not None and (
             not isinstance(self.stop_token_ids, (list, tuple))
@@ -121,7 +133,8 @@ class SamplingParams:
         ):
             raise GenerationError(
                 f"stop_token_ids must be a list of token ids in [0, {vocab_size}), "
-                f"got {self.stop_token_ids!r}"
+                f"got {self.stop_token_ids!r}",
+                "stop_token_ids",
             )
 
 

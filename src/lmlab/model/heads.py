@@ -41,6 +41,13 @@ def gather_at(values: Tensor, last: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def set_reward_offset(model: ScalarHeadModel, mean_reward: float) -> None:
-    """Shift the head's bias so that responses scoring `mean_reward` now score 0."""
-    model.head.bias.sub_(mean_reward)
+def normalise_reward(model: ScalarHeadModel, mean: float, std: float) -> None:
+    """Fold r -> (r - mean) / std into the head, so that responses whose rewards had this mean
+    and std now score mean 0 and std 1 (Ziegler et al. 2019 normalise the reward model this way
+    on samples of the initial policy; Huang et al. 2024 follow them). The gain 1/std and the
+    shift live in the head's own weight and bias, so the checkpoint format is unchanged: a run
+    saved when only the mean was removed loads as one whose gain is 1. A std of (almost) 0 has
+    no gain that could make it 1, so only the mean is removed then."""
+    gain = 1.0 / std if std > 1e-6 else 1.0
+    model.head.bias.sub_(mean).mul_(gain)
+    model.head.weight.mul_(gain)

@@ -1,5 +1,9 @@
-"""Serving: the OpenAI-compatible FastAPI app over the engine, and the web chat page."""
+"""Serving: the OpenAI-compatible FastAPI app over the engine and the web chat page.
 
-from lmlab.serve.app import APIError, ServeConfig, create_app
+The app (`lmlab.serve.app.create_app`) needs the serve extra (fastapi, uvicorn, pydantic); its
+settings (`ServeConfig`) need nothing, so the CLI can declare its flags from them.
+"""
 
-__all__ = ["APIError", "ServeConfig", "create_app"]
+from lmlab.serve.config import ServeConfig
+
+__all__ = ["ServeConfig"]

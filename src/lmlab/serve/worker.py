@@ -138,8 +138,9 @@ class EngineWorker:
 
     def _add(self, job: Job) -> None:
         try:
-            for ids in job.prompts:
-                job.requests.append(self.engine.add_request(ids, job.params))
+            for i, ids in enumerate(job.prompts):  # noise streams numbered as generate() does
+                n = job.params.n
+                job.requests.append(self.engine.add_request(ids, job.params, first_stream=i * n))
         except GenerationError as e:
             for r in job.requests:
                 self.engine.cancel(r)

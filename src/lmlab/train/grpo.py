@@ -2,11 +2,21 @@
 
 Each prompt gets a group of k sampled responses; a response's advantage is its reward minus the
 group mean, divided by the group standard deviation, and applies to every token it generated.
+
+Two choices differ from the paper's equation (3), on purpose:
+- the loss is averaged over every response token of the batch at once (DAPO's token-level
+  loss, Yu et al. 2025), not per response and then over the group: with the paper's form a token
+  of a long response weighs less than a token of a short one, so long wrong chains are punished
+  less per token and long right ones rewarded less;
+- the group's standard deviation is the population one (divide by k), not the sample one
+  (k - 1): the advantages are sqrt(k / (k - 1)) times those of the sample std, one factor for
+  every group (k is fixed), which the learning rate absorbs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +38,9 @@ console = Console(stderr=True)
 def group_advantages(rewards: Tensor, eps: float = 1e-6, scale: bool = True) -> Tensor:
     """rewards [G, k] (G prompts x k responses) -> advantages [G, k], zero-mean per group.
 
-    With `scale` the advantages are divided by the group's std (0 when all rewards tie, so a
-    group that is all right or all wrong teaches nothing, as it should)."""
+    With `scale` the advantages are divided by the group's population std (divide by k; see the
+    module docstring). A group whose rewards all tie gets 0: all right or all wrong teaches
+    nothing, as it should."""
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if not scale:
         return centred
@@ -37,8 +48,9 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6, scale: bool = True) -> 
 
 
 def grpo_objective(temperature: float, kl_beta: float) -> Any:
-    """Loss = -mean over response tokens of A * ratio (ratio = 1 in value, on-policy) plus an
-    optional k3 KL to the reference, both averaged over every response token of the batch."""
+    """Loss = -sum_i sum_t A_i ratio_it / sum_i |o_i| (ratio = 1 in value, on-policy), plus an
+    optional k3 KL to the reference: both averaged over every response token of the batch
+    (token-level, as DAPO), not per response first (see the module docstring)."""
 
     def objective(model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logp = token_logprobs(model(b["ids"]), b["ids"], temperature)
@@ -48,16 +60,24 @@ def grpo_objective(temperature: float, kl_beta: float) -> Any:
         if kl_beta > 0:
             kl = masked_mean(kl_estimate(logp, b["ref_logp"], "k3"), b["mask"])
             loss = loss + kl_beta * kl
-            metrics["kl"] = float(kl)
+            metrics["kl"] = float(kl.detach())
         return loss, metrics
 
     return objective
 
 
 def train_grpo(
-    sft_run: Path, out: Path, train: TrainConfig, cfg: GRPOConfig, show_progress: bool = True
+    sft_run: Path,
+    out: Path,
+    train: TrainConfig,
+    cfg: GRPOConfig,
+    show_progress: bool = True,
+    reward: Callable[[Any, str], float] | None = None,
 ) -> dict[str, Any]:
-    """GRPO from `sft_run` on one world task; writes a normal run directory to `out`."""
+    """GRPO from `sft_run` on one world task; writes a normal run directory to `out`.
+
+    `reward(problem, response)` defaults to the task's verifier (1 if the extracted answer is
+    right); the before/after accuracy is the verifier's either way."""
     from lmlab.data import world
     from lmlab.eval.harness import chat_prompt, evaluate, score
     from lmlab.infer import Engine, SamplingParams
@@ -70,6 +90,7 @@ def train_grpo(
     _, device = init_distributed(train.device)
     torch.manual_seed(train.seed)
     ref = load_run(sft_run)[0] if cfg.kl_beta > 0 else None
+    reward_fn = reward or (lambda problem, text: score(problem, text)["correct"])
     strategy = "cot" if cfg.step_by_step else "direct"
     before = evaluate(policy, tok, [cfg.task], strategy, cfg.eval_n)["tasks"][cfg.task]
     console.print(f"SFT accuracy on {cfg.task} ({strategy}): {before['accuracy']:.3f}")
@@ -97,7 +118,7 @@ def train_grpo(
             outs = engine.generate(prompts, params)
             rewards = torch.tensor(
                 [
-                    [score(p, c.text)["correct"] for c in comps]
+                    [reward_fn(p, c.text) for c in comps]
                     for p, comps in zip(batch_problems, outs, strict=True)
                 ]
             )

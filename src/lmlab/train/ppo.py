@@ -1,10 +1,19 @@
 """PPO for language models (Ziegler et al. 2019; Ouyang et al. 2022; the "N implementation
 details of RLHF with PPO", Huang et al. 2024): the objective's pieces.
 
-Per-token reward = -beta * KL(pi || ref) at every response token, plus the reward model's score
-at the last token. Advantages by GAE (gamma 1, lambda 0.95) against a value model, whitened over
-the batch; the policy loss is PPO's clipped surrogate, the value loss is clipped around the
-rollout's values.
+Per-token reward = -beta * KL(pi || ref) at every response token, plus a score at the last
+token: the reward model's score where the response ended with <|end|>, and a fixed penalty in
+its place where it ran out of tokens (Huang et al. 2024: `where(ended, score, penalty)`).
+Policy and reference are both scored at the sampling temperature, so the KL is the one between
+the two distributions actually sampled from. Advantages by GAE (gamma 1, lambda 0.95) against a
+value model, whitened over the batch; the policy loss is PPO's clipped surrogate, the value loss
+is clipped around the rollout's values.
+
+The reward model's raw score is logged as `score` (the proxy that reward over-optimisation
+plots); the score after the penalty, which training uses, as `penalised_score`. The logged `kl`
+(which also drives the adaptive coefficient) is the exact next-token KL summed along each
+response, an estimate of the sequence KL that is never negative; the per-token penalty itself
+is the sampled log-ratio.
 """
 
 from __future__ import annotations
@@ -13,11 +22,13 @@ import copy
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
@@ -41,6 +52,51 @@ from lmlab.train.rl import (
 )
 
 console = Console(stderr=True)
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+"""Scores [B] of padded rows `ids` [B, T], each read at its last token `last` [B]."""
+GoldFn = Callable[[Any, str], float]
+"""The hidden gold reward of a response (text) to a world problem; logged, never trained on."""
+
+
+def penalise_unended(score: Tensor, ended: Tensor, penalty: float) -> Tensor:
+    """The score training uses: `score` where the response ended, `penalty` where it never did.
+
+    Replaced, not added (Huang et al. 2024): a response cut off by the token budget has no
+    closing <|end|>, so the reward model reads it at an arbitrary token it was never trained on
+    and its score there means nothing."""
+    return torch.where(ended, score, torch.full_like(score, penalty))
+
+
+@dataclass
+class RolloutLogprobs:
+    logp: Tensor
+    """[B, T-1] log-prob of each next token under the policy at the sampling temperature."""
+    ref_logp: Tensor
+    """[B, T-1] the same under the reference."""
+    kl: Tensor
+    """[B, T-1] KL(pi_T || ref_T) of each whole next-token distribution."""
+
+
+@torch.no_grad()
+def rollout_logprobs(
+    policy: nn.Module, ref: nn.Module, ids: Tensor, temperature: float
+) -> RolloutLogprobs:
+    """Scores of the rows under the policy and the reference, both at the sampling
+    `temperature`: pi_T is what the rollouts came from and ref_T what the policy started as, so
+    KL(pi_T || ref_T) is the distance travelled.
+
+    Summed over a sampled response, `kl` is an estimate of the sequence KL (chain rule: the
+    sequence KL is the expected sum of the next-token KLs along a sample of pi_T) that, unlike
+    the sampled log-ratio `logp - ref_logp`, is never negative."""
+    lp = F.log_softmax(policy(ids)[:, :-1].float() / temperature, dim=-1)
+    lr = F.log_softmax(ref(ids)[:, :-1].float() / temperature, dim=-1)
+    nxt = ids[:, 1:, None]
+    return RolloutLogprobs(
+        lp.gather(2, nxt).squeeze(-1),
+        lr.gather(2, nxt).squeeze(-1),
+        (lp.exp() * (lp - lr)).sum(-1),
+    )
 
 
 def per_token_rewards(score: Tensor, kl: Tensor, mask: Tensor, beta: float) -> Tensor:
@@ -157,9 +213,14 @@ def train_ppo(
     train: TrainConfig,
     cfg: PPOConfig,
     show_progress: bool = True,
+    score: ScoreFn | None = None,
+    gold: GoldFn = gold_score,
 ) -> dict[str, Any]:
     """PPO from `sft_run` against the reward model in `reward_run`; `out` holds the policy run
-    (loadable like any run) and `out/value` the value model."""
+    (loadable like any run) and `out/value` the value model.
+
+    `score` replaces the reward model's score of a rollout (the value model still starts from
+    `reward_run`); `gold` is the hidden judge that is logged beside it."""
     cfg.validate()
     train.validate()
     check_new_run_dir(out)
@@ -170,6 +231,7 @@ def train_ppo(
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     value_model = copy.deepcopy(reward_model)  # value model initialised from the reward model
     reward_model.requires_grad_(False)
+    score_fn = score or (lambda ids, last: gather_at(reward_model(ids), last))
     torch.manual_seed(train.seed)
 
     run_cfg.train = train
@@ -203,16 +265,18 @@ def train_ppo(
         )
         prompt_lens = torch.tensor([len(p) for p in prompts])
         mask = response_mask(prompt_lens, lengths, ids.shape[1])
-        ended = torch.tensor([c.finish_reason == "stop" for c in comps], dtype=torch.float32)
+        ended = torch.tensor([c.finish_reason == "stop" for c in comps])
         with torch.no_grad():
             policy.eval()
-            old_logp = token_logprobs(policy(ids), ids, cfg.temperature)
-            ref_logp = token_logprobs(ref(ids), ids, cfg.temperature)
-            score = gather_at(reward_model(ids), lengths - 1)
-            score = score + cfg.no_eos_penalty * (1 - ended)
+            scored = rollout_logprobs(policy, ref, ids, cfg.temperature)
+            old_logp = scored.logp
+            raw = score_fn(ids, lengths - 1)
+            penalised = penalise_unended(raw, ended, cfg.no_eos_penalty)
             old_values = value_model(ids)[:, :-1] * mask
-            kl = (old_logp - ref_logp) * mask
-            rewards = per_token_rewards(score, kl, mask, kl_ctl.beta)
+            # the penalty is the sampled log-ratio (Ziegler et al.'s reward); the logged KL is the
+            # exact next-token KL summed along each response (never negative, see above)
+            kl = (old_logp - scored.ref_logp) * mask
+            rewards = per_token_rewards(penalised, kl, mask, kl_ctl.beta)
             adv, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             adv = whiten_advantages(adv, mask)
         batch = {
@@ -233,18 +297,19 @@ def train_ppo(
                 for k, v in {**p_trainer.step(p_obj, [mb]), **v_trainer.step(v_obj, [mb])}.items():
                     stats.setdefault(k, []).append(v)
         t3 = time.perf_counter()
-        mean_kl = float(kl.sum(1).mean())
-        gold = [gold_score(p, c.text) for p, c in zip(chunk, comps, strict=True)]
+        mean_kl = float((scored.kl * mask).sum(1).mean())
+        golds = [gold(p, c.text) for p, c in zip(chunk, comps, strict=True)]
         row = {
             "step": it + 1,
             "tokens": int(mask.sum()),
-            "score": float(score.mean()),
-            "gold": sum(gold) / len(gold),
+            "score": float(raw.mean()),
+            "penalised_score": float(penalised.mean()),
+            "gold": sum(golds) / len(golds),
             "kl": mean_kl,
             "total_reward": float(rewards.sum(1).mean()),
             "kl_beta": kl_ctl.beta,
             "response_len": float((lengths - prompt_lens).float().mean()),
-            "end_rate": float(ended.mean()),
+            "end_rate": float(ended.float().mean()),
             "time_generate_s": t1 - t0,
             "time_score_s": t2 - t1,
             "time_train_s": t3 - t2,
@@ -254,19 +319,16 @@ def train_ppo(
         kl_ctl.update(mean_kl, len(prompts))
         p_trainer.log(row)
         with (out / "samples.jsonl").open("a") as f:  # a few rollouts per iteration, to read
-            for p, c, sc, g in list(zip(chunk, comps, score.tolist(), gold, strict=True))[:2]:
-                f.write(
-                    json.dumps(
-                        {
-                            "step": it + 1,
-                            "question": p.question,
-                            "response": c.text,
-                            "score": sc,
-                            "gold": g,
-                        }
-                    )
-                    + "\n"
-                )
+            for i in range(min(2, len(chunk))):
+                sample = {
+                    "step": it + 1,
+                    "question": chunk[i].question,
+                    "response": comps[i].text,
+                    "ended": bool(ended[i]),
+                    "score": float(raw[i]),
+                    "gold": golds[i],
+                }
+                f.write(json.dumps(sample) + "\n")
         last = row
         if show_progress:
             console.print(
@@ -286,7 +348,7 @@ def train_ppo(
 
 
 PPO_CURVES = (
-    ("score", "reward-model score"),
+    ("score", "reward-model score (raw)"),
     ("gold", "gold reward (hidden judge)"),
     ("kl", "KL to the reference (per response)"),
     ("kl_beta", "KL coefficient beta"),

@@ -3,8 +3,9 @@ Ouyang et al. 2022), and the driver that trains a reward model from an SFT run.
 
 P(chosen > rejected) = sigmoid(r(chosen) - r(rejected)); the loss is its negative log-likelihood.
 The reward model is the SFT transformer with a scalar head (`model/heads.py`), read at the
-response's closing <|end|> token, and shifted after training so that the responses in the
-preference data (sampled from the SFT policy) score 0 on average.
+response's closing <|end|> token, and normalised after training so that the responses in the
+preference data (sampled from the SFT policy) score mean 0 and standard deviation 1 (Ziegler et
+al. 2019): a PPO penalty or KL coefficient then means the same against any reward model.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from lmlab.config import RunConfig, TrainConfig
 from lmlab.data.prefs import Pair, PrefsError, chat_prompt_ids, read_prefs, response_ids
 from lmlab.data.tokenizer import Tokenizer
-from lmlab.model.heads import ScalarHeadModel, gather_at, set_reward_offset
+from lmlab.model.heads import ScalarHeadModel, gather_at, normalise_reward
 from lmlab.model.moe import with_router_losses
 from lmlab.model.transformer import Transformer
 from lmlab.train.checkpoint import (
@@ -143,10 +144,11 @@ def train_reward_model(
     not_shorter = torch.tensor([len(c) >= len(r) for c, r in val])
     shorter = 1.0 - float(not_shorter.float().mean())
     acc_not_shorter = float(right[not_shorter].mean()) if not_shorter.any() else None
-    # normalise: responses sampled from the SFT policy score 0 on average
+    # normalise: responses sampled from the SFT policy score mean 0, std 1
     everything = [c for c, _ in train_rows] + [r for _, r in train_rows]
-    offset = float(score_rows(model, everything, tok.pad_id).mean())
-    set_reward_offset(model, offset)
+    raw = score_rows(model, everything, tok.pad_id)
+    offset, std = float(raw.mean()), float(raw.std(unbiased=False))
+    normalise_reward(model, offset, std)
     trainer.save()
     summary = {
         "kind": "reward",
@@ -160,6 +162,7 @@ def train_reward_model(
         "accuracy_chosen_not_shorter": acc_not_shorter,
         "pairs_chosen_not_shorter": int(not_shorter.sum()),
         "offset": offset,
+        "std": std,
     }
     (out / REWARD_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     console.print(

@@ -1,0 +1,121 @@
+"""`POST /v1/chat/completions`: the conversation in the chat template, answered as OpenAI's
+`chat.completion` or, streamed, as `chat.completion.chunk` events (a first chunk with the
+assistant role, then content deltas, one finish chunk per choice, `data: [DONE]`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi import Request as HTTPRequest
+
+from lmlab.data.tokenizer import Tokenizer
+from lmlab.infer.engine import Completion, SamplingParams
+from lmlab.serve import schemas as S
+from lmlab.serve.generation import Head, Service, reported
+from lmlab.serve.params import chat_request
+
+
+class ChatFormat:
+    """Chat's answer shapes (see `generation.Format`)."""
+
+    prefix = "chatcmpl"
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok = tok
+
+    def result(
+        self, head: Head, done: list[Completion], params: SamplingParams, usage: S.Usage
+    ) -> S.ChatCompletion:
+        choices = [
+            S.ChatChoice(
+                index=i,
+                message=S.AssistantMessage(content=c.text),
+                finish_reason=c.finish_reason,
+                logprobs=S.ChoiceLogprobs(content=self.logprobs(c, params))
+                if params.logprobs
+                else None,
+            )
+            for i, c in enumerate(done)
+        ]
+        return S.ChatCompletion(
+            id=head.id, created=head.created, model=head.model, choices=choices, usage=usage
+        )
+
+    def reasoned(
+        self, head: Head, reasoning: S.Reasoning, answer: str, usage: S.Usage
+    ) -> S.ChatCompletion:
+        return S.ChatCompletion(
+            id=head.id,
+            created=head.created,
+            model=head.model,
+            usage=usage,
+            reasoning=reasoning,
+            choices=[
+                S.ChatChoice(
+                    index=0, message=S.AssistantMessage(content=answer), finish_reason="stop"
+                )
+            ],
+        )
+
+    def reasoned_chunks(
+        self,
+        head: Head,
+        reasoning: S.Reasoning,
+        answer: str,
+        usage: S.Usage,
+        include_usage: bool,
+    ) -> list[S.ChatCompletionChunk]:
+        """The answer in one chunk, then the finish chunk carrying the reasoning record."""
+        start = S.Delta(role="assistant", content=answer)
+        chunks = [
+            self.chunk(head, [S.ChatChunkChoice(index=0, delta=start)]),
+            self.chunk(
+                head,
+                [S.ChatChunkChoice(index=0, delta=S.Delta(), finish_reason="stop")],
+                reasoning=reasoning,
+            ),
+        ]
+        return [*chunks, self.usage_chunk(head, usage)] if include_usage else chunks
+
+    def opening(self, head: Head, n: int) -> list[S.ChatCompletionChunk]:
+        start = S.Delta(role="assistant", content="")
+        return [self.chunk(head, [S.ChatChunkChoice(index=i, delta=start) for i in range(n)])]
+
+    def delta(self, head: Head, index: int, text: str) -> S.ChatCompletionChunk:
+        return self.chunk(head, [S.ChatChunkChoice(index=index, delta=S.Delta(content=text))])
+
+    def finish(self, head: Head, index: int, reason: str) -> S.ChatCompletionChunk:
+        choice = S.ChatChunkChoice(index=index, delta=S.Delta(), finish_reason=reason)
+        return self.chunk(head, [choice])
+
+    def usage_chunk(self, head: Head, usage: S.Usage) -> S.ChatCompletionChunk:
+        return self.chunk(head, [], usage=usage)
+
+    @staticmethod
+    def chunk(head: Head, choices: list[S.ChatChunkChoice], **kw: Any) -> S.ChatCompletionChunk:
+        return S.ChatCompletionChunk(
+            id=head.id, created=head.created, model=head.model, choices=choices, **kw
+        )
+
+    def logprobs(self, c: Completion, params: SamplingParams) -> list[S.TokenLogprob]:
+        """Each reported token's text, logprob and UTF-8 bytes."""
+        ids, lps = reported(c, params, self.tok.end_id)
+        out = []
+        for t, lp in zip(ids, lps, strict=True):
+            s = self.tok.decode([t])
+            out.append(S.TokenLogprob(token=s, logprob=lp, bytes=list(s.encode())))
+        return out
+
+
+def router(service: Service) -> APIRouter:
+    """The chat endpoint over `service` (mounted under /v1)."""
+    routes, fmt = APIRouter(), ChatFormat(service.engine.tokenizer)
+
+    @routes.post("/chat/completions", response_model=S.ChatCompletion)
+    async def chat_completions(body: S.ChatCompletionRequest, request: HTTPRequest) -> Any:
+        cfg = service.cfg
+        prep = chat_request(body, service.engine, service.name, cfg.max_tokens)
+        return await service.respond(prep, fmt, body, request)
+
+    return routes

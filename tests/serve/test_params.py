@@ -1,0 +1,124 @@
+"""Request -> engine inputs (`serve/params.py`) without a server, and `ServeConfig.validate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from lmlab.infer import Engine, SamplingParams
+from lmlab.serve import schemas as S
+from lmlab.serve.app import create_app
+from lmlab.serve.config import ServeConfig
+from lmlab.serve.errors import APIError
+from lmlab.serve.params import chat_request, completion_request
+
+LIMIT = 32
+
+
+def chat(engine: Engine, **body: Any) -> Any:
+    req = S.ChatCompletionRequest.model_validate({"model": "tiny", **body})
+    return chat_request(req, engine, "tiny", LIMIT)
+
+
+def complete(engine: Engine, **body: Any) -> Any:
+    req = S.CompletionRequest.model_validate({"model": "tiny", **body})
+    return completion_request(req, engine, "tiny", LIMIT)
+
+
+def test_chat_request_maps_every_field(reference: Engine) -> None:
+    msgs = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    prep = chat(
+        reference,
+        messages=msgs,
+        max_completion_tokens=5,
+        max_tokens=9,  # max_completion_tokens wins
+        temperature=0.5,
+        top_k=3,
+        min_p=0.1,
+        stop="x",
+        seed=4,
+        logprobs=True,
+        n=2,
+    )
+    want_ids = reference.tokenizer.encode_chat(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        add_generation_prompt=True,
+    )[0]
+    assert prep.prompts == [want_ids]
+    assert prep.params == SamplingParams(
+        max_new_tokens=5,
+        temperature=0.5,
+        top_k=3,
+        top_p=1.0,
+        min_p=0.1,
+        n=2,
+        stop=["x"],
+        seed=4,
+        logprobs=True,
+    )
+    assert (prep.strategy, prep.question, prep.max_tokens) == ("direct", "hi", 5)
+
+
+def test_default_max_tokens_is_the_limit_or_the_room_left(reference: Engine) -> None:
+    short = complete(reference, prompt="ab")
+    assert short.prompts == [reference.encode_prompt("ab")]
+    assert short.params.max_new_tokens == LIMIT and short.params.temperature == 1.0
+    assert short.max_tokens is None
+    assert reference.max_len - 5 > LIMIT
+    long = complete(reference, prompt=[1] * (reference.max_len - 5))  # 5 tokens of room left
+    assert long.params.max_new_tokens == 5
+
+
+def test_strategy_from_suffix_and_body(reference: Engine) -> None:
+    q = [{"role": "assistant", "content": "x"}, {"role": "user", "content": "What is 2+3?"}]
+    prep = chat(reference, model="tiny:sc@3", messages=q)
+    assert (prep.strategy, prep.reasoning.k, prep.question) == ("sc", 3, "What is 2+3?")
+    # A strategy reads only the last user message.
+    only = [{"role": "user", "content": "What is 2+3?"}]
+    assert prep.prompts == [reference.tokenizer.encode_chat(only, add_generation_prompt=True)[0]]
+    body = chat(reference, model="tiny:sc@3", messages=q, reasoning={"strategy": "cot"})
+    assert (body.strategy, body.reasoning.k) == ("cot", 3)
+
+
+@pytest.mark.parametrize(
+    "body, param, code",
+    [
+        ({"prompt": "x", "n": 17}, "n", "invalid_value"),
+        ({"prompt": "x", "stop": ["a", ""]}, "stop", "invalid_value"),
+        ({"prompt": "x", "stop": ["a"] * 5}, "stop", "invalid_value"),
+        ({"prompt": "x", "max_tokens": LIMIT + 1}, "max_tokens", "invalid_value"),
+        ({"prompt": "x", "presence_penalty": 1}, "presence_penalty", "unsupported"),
+        ({"prompt": "x", "echo": True}, "echo", "unsupported"),
+        ({"prompt": [0, 10**9]}, "prompt", "invalid_value"),
+        ({"prompt": ["x"] * 65}, "prompt", "invalid_value"),
+        ({"prompt": "x" * 200}, "prompt", "context_length_exceeded"),
+        ({"prompt": ["x", "y"], "model": "tiny:cot"}, "prompt", "invalid_value"),
+    ],
+)
+def test_bad_fields_are_named(
+    reference: Engine, body: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(APIError) as err:
+        complete(reference, **body)
+    assert (err.value.status, err.value.param, err.value.code) == (400, param, code)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"max_queue": -1}, "--max-queue must be >= 0, got -1"),
+        ({"max_tokens": 0}, "--max-tokens must be >= 1, got 0"),
+        ({"timeout": 0.0}, "--timeout must be > 0, got 0.0"),
+        ({"timeout": float("nan")}, "--timeout must be > 0, got nan"),
+    ],
+)
+def test_serve_config_validates_itself(reference: Engine, kw: dict[str, Any], message: str) -> None:
+    ServeConfig().validate()
+    with pytest.raises(ValueError) as err:
+        ServeConfig(**kw).validate()
+    assert str(err.value) == message
+    with pytest.raises(ValueError, match=message):
+        create_app(reference, ServeConfig(**kw))
