@@ -981,27 +981,34 @@ def cmd_label(argv: list[str]) -> None:
 class RewardArgs:
     """Train a Bradley-Terry reward model from an SFT run on preference pairs."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run the reward model starts from."""
-    data: Path
-    """Preference JSONL ({"prompt", "chosen", "rejected"} rows)."""
-    out: Path
-    """Output run directory."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run the reward model starts from; not with --resume."""
+    data: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Preference JSONL ({"prompt", "chosen", "rejected"} rows; required unless --resume)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (required unless --resume)."""
     train: TrainConfig = field(default_factory=lambda: _train_defaults(300, 1e-4, 16))
     val_fraction: float = 0.1
     """Held-out fraction of pairs."""
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the reward-model run in OUT (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_rm(argv: list[str]) -> None:
     args = tyro.cli(RewardArgs, args=argv, prog="lmlab rm")
-    from lmlab.train.reward import train_reward_model
+    from lmlab.train import reward
 
-    summary = train_reward_model(
-        args.run, args.data, args.out, args.train, args.val_fraction, not args.quiet
-    )
-    console.print_json(data=summary)
+    if args.resume is not None:
+        result = reward.resume(args.resume, show_progress=not args.quiet)
+    else:
+        if args.run is None or args.data is None or args.out is None:
+            raise ValueError("lmlab rm needs RUN, --data and --out (or --resume OUT)")
+        result = reward.train_reward_model(
+            args.run, args.data, args.out, args.train, args.val_fraction, not args.quiet
+        )
+    console.print_json(data=result.summary)
 
 
 @dataclass
@@ -1041,46 +1048,64 @@ def cmd_dpo(argv: list[str]) -> None:
 class GRPOArgs:
     """GRPO on verifiable world rewards."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run to improve."""
-    out: Path
-    """Output run directory."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run to improve; not with --resume."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (required unless --resume)."""
     grpo: Annotated[GRPOConfig, tyro.conf.arg(name="")] = field(default_factory=GRPOConfig)
     train: TrainConfig = field(default_factory=lambda: _train_defaults(50, 1e-5, 1))
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the GRPO run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_grpo(argv: list[str]) -> None:
     args = tyro.cli(GRPOArgs, args=argv, prog="lmlab grpo")
-    from lmlab.train.grpo import train_grpo
+    from lmlab.train import grpo
 
-    console.print_json(
-        data=train_grpo(args.run, args.out, args.train, args.grpo, show_progress=not args.quiet)
-    )
+    if args.resume is not None:
+        result = grpo.resume(args.resume, show_progress=not args.quiet)
+    else:
+        if args.run is None or args.out is None:
+            raise ValueError("lmlab grpo needs RUN and --out (or --resume OUT)")
+        result = grpo.train_grpo(
+            args.run, args.out, args.train, args.grpo, show_progress=not args.quiet
+        )
+    console.print_json(data=result.summary)
 
 
 @dataclass
 class PPOArgs:
     """PPO against a reward model, with a KL penalty to the SFT reference."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run (policy init and frozen reference)."""
-    reward: Path
-    """Reward model run (`lmlab rm`); the value model starts from it."""
-    out: Path
-    """Output run directory (the policy; `out/value` holds the value model)."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run (policy init and frozen reference); not with --resume."""
+    reward: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Reward model run (`lmlab rm`); the value model starts from it (required unless --resume)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (the policy; `out/value` holds the value model; required unless
+    --resume)."""
     ppo: Annotated[PPOConfig, tyro.conf.arg(name="")] = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=lambda: _train_defaults(1, 1e-5, 1))
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the PPO run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_ppo(argv: list[str]) -> None:
     args = tyro.cli(PPOArgs, args=argv, prog="lmlab ppo")
-    from lmlab.train.ppo import train_ppo
+    from lmlab.train import ppo
 
-    train_ppo(args.run, args.reward, args.out, args.train, args.ppo, show_progress=not args.quiet)
+    if args.resume is not None:
+        ppo.resume(args.resume, show_progress=not args.quiet)
+        return
+    if args.run is None or args.reward is None or args.out is None:
+        raise ValueError("lmlab ppo needs RUN, --reward and --out (or --resume OUT)")
+    ppo.train_ppo(
+        args.run, args.reward, args.out, args.train, args.ppo, show_progress=not args.quiet
+    )
 
 
 # --- reason -----------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 STAGE_FILE = "stage.json"
 METRICS_FILE = "metrics.jsonl"
+REWARD_FILE = "reward.json"
+"""Written by a reward-model run (`lmlab rm`) beside its usual files: what marks it as one."""
 CKPT_DIR = "checkpoints"
 
 

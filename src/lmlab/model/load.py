@@ -16,9 +16,11 @@ from torch import nn
 
 from lmlab.config import RunConfig
 from lmlab.data.tokenizer import Tokenizer
+from lmlab.model.heads import ScalarHeadModel
 from lmlab.model.transformer import Transformer
 from lmlab.runs import (
     CONFIG_FILE,
+    REWARD_FILE,
     TOKENIZER_FILE,
     CheckpointError,
     latest_checkpoint,
@@ -66,3 +68,16 @@ def load_run(
     model = Transformer(cfg.model)
     load_weights(model, latest_checkpoint(run_dir))
     return model.to(device).eval(), Tokenizer.load(run_dir / TOKENIZER_FILE), cfg
+
+
+def load_reward_model(
+    run_dir: Path, device: str | torch.device = "cpu"
+) -> tuple[ScalarHeadModel, Tokenizer]:
+    """The reward model (eval mode) and tokenizer of a run written by `lmlab rm`."""
+    run_dir = require_run(Path(run_dir))
+    if not (run_dir / REWARD_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a reward model run (no {REWARD_FILE})")
+    cfg = RunConfig.load(run_dir / CONFIG_FILE)
+    model = ScalarHeadModel(Transformer(cfg.model))
+    load_weights(model, latest_checkpoint(run_dir))
+    return model.to(device).eval(), Tokenizer.load(run_dir / TOKENIZER_FILE)

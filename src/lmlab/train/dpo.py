@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from lmlab.config import TrainConfig, build_config
 from lmlab.data.prefs import chat_prompt_ids, read_prefs, response_ids
 from lmlab.model.moe import with_router_losses
+from lmlab.model.scoring import model_device, pad_rows, response_mask, sequence_logprobs
 from lmlab.runs import require_stage
-from lmlab.train.rl import pad_rows, response_mask, sequence_logprobs
 from lmlab.train.stage import StageResult, settings_of, start_stage
 
 console = Console(stderr=True)
@@ -45,6 +45,22 @@ def _pairs_batch(rows: list[tuple[list[int], list[int], int]], pad_id: int) -> d
     ids, lengths = pad_rows(seqs, pad_id)
     prompt_lens = torch.tensor([p for _, _, p in rows] * 2)
     return {"ids": ids, "mask": response_mask(prompt_lens, lengths, ids.shape[1])}
+
+
+@torch.no_grad()
+def reference_logprobs(
+    model: nn.Module, rows: list[tuple[list[int], list[int], int]], pad_id: int, batch: int = 32
+) -> tuple[Tensor, Tensor]:
+    """The reference's sequence log-probs of every pair's chosen and rejected response ([N]
+    each, float32, on the model's device, where the rows are sent)."""
+    device = model_device(model)
+    chosen, rejected = [], []
+    for i in range(0, len(rows), batch):
+        b = _pairs_batch(rows[i : i + batch], pad_id)
+        c, r = sequence_logprobs(model, b["ids"].to(device), b["mask"].to(device)).float().chunk(2)
+        chosen.append(c)
+        rejected.append(r)
+    return torch.cat(chosen), torch.cat(rejected)
 
 
 def train_dpo(
@@ -72,20 +88,16 @@ def train_dpo(
             rows.append((c, r, len(prompt)))
     if not rows:
         raise ValueError(f"{data}: no preference pair fits the context length")
-    ref_chosen, ref_rejected = torch.zeros(len(rows)), torch.zeros(len(rows))
-    with torch.no_grad(), stage.autocast():
-        for i in range(0, len(rows), 32):
-            b = _pairs_batch(rows[i : i + 32], tok.pad_id)
-            ids, mask = b["ids"].to(stage.device), b["mask"].to(stage.device)
-            c, r = sequence_logprobs(policy.eval(), ids, mask).float().cpu().chunk(2)
-            ref_chosen[i : i + len(c)], ref_rejected[i : i + len(c)] = c, r
+    with stage.autocast():
+        ref_chosen, ref_rejected = reference_logprobs(policy.eval(), rows, tok.pad_id)
 
     def batch(step: int, micro: int) -> dict[str, Tensor]:
         pick = np.random.default_rng([train.seed, step, micro, stage.dist.rank]).integers(
             0, len(rows), train.batch_size
         )
         b = _pairs_batch([rows[i] for i in pick], tok.pad_id)
-        b["ref_chosen"], b["ref_rejected"] = ref_chosen[pick], ref_rejected[pick]
+        index = torch.from_numpy(pick).to(ref_chosen.device)
+        b["ref_chosen"], b["ref_rejected"] = ref_chosen[index], ref_rejected[index]
         return b
 
     def objective(model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:

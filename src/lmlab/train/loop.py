@@ -150,6 +150,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.step_count = 0
         self.tokens = 0
+        self.resumed_state: dict[str, Any] = {}
+        """The loop state of the checkpoint this Trainer resumed from (with any `extra`)."""
         self.show_progress = show_progress and self.dist.is_main
         self._tb: Any = None
 
@@ -195,14 +197,14 @@ class Trainer:
         self.step_count += 1
         self.tokens += n_tokens
         out = {k: v / len(micro) for k, v in sums.items()}
-        out = self._all_reduce_mean(out)
+        out = self.all_reduce_mean(out)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
             grad_norm = grad_norm.full_tensor()
         out["grad_norm"] = float(grad_norm)
         out["lr"] = lr
         return out
 
-    def _all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+    def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         if self.dist.world == 1 or not values:
             return values
         keys = sorted(values)
@@ -242,6 +244,7 @@ class Trainer:
         path = latest_checkpoint(self.run_dir)
         state = load_checkpoint(path, self.model, self.optimizer, restore_rng=True)
         self.step_count, self.tokens = int(state["step"]), int(state["tokens"])
+        self.resumed_state = state
         if self.dist.is_main:
             truncate_metrics(self.run_dir / METRICS_FILE, self.step_count)
         return state
