@@ -3,6 +3,7 @@ the engine prefilled and generated for it)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -94,8 +95,11 @@ def counting_reply(prompt: str, i: int, params: SamplingParams) -> tuple[str, fl
         return f"The best choice is {i % 2 + 1}", math.log(0.5)
     if prompt.split(STEP_BY_STEP)[-1].count("\n") >= 2:
         return f"Answer: {len(prompt) % 7 + i}", math.log(0.5)
-    answer = (len(prompt) + 3 * i + (params.seed or 0)) % 11  # votes that rarely agree
+    answer = next(_CHAIN_ANSWERS) % 11  # every chain a new answer: the votes never settle
     return f"reasoning {i}\nmore\nAnswer: {answer}", math.log(0.5)
+
+
+_CHAIN_ANSWERS = itertools.count()
 
 
 ARITH = world.generate("arith", 4, seed=1, split="test", digits=2)
