@@ -118,9 +118,9 @@ def throughput(tokens: int, rounds: int, d_model: int) -> dict[str, float]:
 def quality(
     steps: int, png: Path, variants: list[str], keep: Path | None = None
 ) -> dict[str, object]:
-    from lmlab.data.shards import Batches
-    from lmlab.train.checkpoint import load_run
-    from lmlab.train.pretrain import prepare_data, pretrain
+    from lmlab.data.shards import Batches, prepare_data
+    from lmlab.model.load import load_run
+    from lmlab.train.pretrain import pretrain
 
     def cfg(name: str, **moe: float) -> RunConfig:
         c = preset(name)
@@ -145,12 +145,12 @@ def quality(
         tmp = keep or Path(tmp_dir)
         for name, c in runs.items():
             t0 = time.perf_counter()
-            last = pretrain(c, Path(tmp) / name, show_progress=False)
+            last = pretrain(c, Path(tmp) / name, show_progress=False).summary
             out[f"{name}_val_loss"] = round(last["val_loss"], 4)
             out[f"{name}_minutes"] = round((time.perf_counter() - t0) / 60, 2)
             if c.model.moe.n_experts:
                 model, _, rcfg = load_run(Path(tmp) / name)
-                _, shards = prepare_data(rcfg, show_progress=False)
+                _, shards, _ = prepare_data(rcfg, show_progress=False)
                 val = Batches(shards.val, rcfg.model.context_length, rcfg.train.seed)
                 report = routing_report(model, val.eval_batches(20, 8))
                 reports[name.removeprefix("moe_")] = report

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +116,30 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+KILL_SCRIPT = """
+import importlib, os, signal, sys
+module, name, nth = importlib.import_module(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+real, calls = getattr(module, name), [0]
+def killing(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+setattr(module, name, killing)
+exec(sys.argv[4])
+"""
+
+
+def run_killed(module: str, function: str, nth: int, code: str) -> None:
+    """Run `code` in a fresh Python process that is SIGKILLed (no clean-up of any kind) on the
+    `nth` call of `module.function`; assert that the kill happened."""
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, module, function, str(nth), code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env=dict(os.environ),
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]

@@ -102,10 +102,12 @@ def test_pretrain_bad_input(
     assert not (tmp_path / "out").exists()
 
 
-def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing to resume is one clear line (a run with config and tokenizer but no checkpoint
+    yet does resume, from step 0: tests/train/test_loop.py)."""
     assert "no run to resume" in user_error(capsys, ["pretrain", "--resume", str(tmp_path)])
     (tmp_path / "config.json").write_text("{}")
-    assert "no checkpoint" in user_error(capsys, ["pretrain", "--resume", str(tmp_path)])
+    assert "no run to resume" in user_error(capsys, ["pretrain", "--resume", str(tmp_path)])
 
 
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:

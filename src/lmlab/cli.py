@@ -115,8 +115,7 @@ def cmd_tokenize(argv: list[str]) -> None:
 
     args = tyro.cli(TokenizeArgs, args=argv, prog="lmlab tokenize")
     from lmlab.data.corpora import load_corpus
-    from lmlab.data.shards import build_shards
-    from lmlab.train.pretrain import get_tokenizer
+    from lmlab.data.shards import build_shards, get_tokenizer
 
     cfg = RunConfig(
         model=ModelConfig(vocab_size=args.vocab_size),
@@ -392,7 +391,7 @@ class ExportArgs:
 def cmd_export(argv: list[str]) -> None:
     args = tyro.cli(ExportArgs, args=argv, prog="lmlab export")
     from lmlab.model.hf import export_hf, hf_format
-    from lmlab.train.checkpoint import load_run
+    from lmlab.model.load import load_run
 
     model, tok, _ = load_run(args.run)
     export_hf(model, tok, args.out, args.drop_selection_bias)  # type: ignore[arg-type]
@@ -454,8 +453,8 @@ def cmd_moe_stats(argv: list[str]) -> None:
 
     from lmlab.data.corpora import load_corpus
     from lmlab.data.shards import Batches, build_shards
+    from lmlab.model.load import load_run
     from lmlab.model.moe import plot_load, routing_report
-    from lmlab.train.checkpoint import load_run
 
     if args.batches < 1 or args.batch_size < 1:
         raise ValueError("--batches and --batch-size must be >= 1")
@@ -575,22 +574,29 @@ def cmd_world(argv: list[str]) -> None:
 class SFTArgs:
     """Fine-tune a run on chats (world tasks or a chat JSONL file) into a new run directory."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """Base run directory (its latest checkpoint is fine-tuned)."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """Base run directory (its latest checkpoint is fine-tuned); not with --resume."""
     sft: Annotated[SFTConfig, tyro.conf.arg(name="")] = field(default_factory=SFTConfig)
     train: TrainConfig = field(default_factory=sft_train_config)
     out: Path | None = None
     """Output run directory (default: RUN-sft next to the base run)."""
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the SFT run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress bar."""
 
 
 def cmd_sft(argv: list[str]) -> None:
     args = tyro.cli(SFTArgs, args=argv, prog="lmlab sft")
-    from lmlab.train.sft import sft
+    from lmlab.train import sft
 
+    if args.resume is not None:
+        sft.resume(args.resume, show_progress=not args.quiet)
+        return
+    if args.run is None:
+        raise ValueError("give the base run to fine-tune (lmlab sft RUN), or --resume OUT")
     out = args.out or args.run.with_name(args.run.name + "-sft")
-    sft(args.run, out, args.train, args.sft, show_progress=not args.quiet)
+    sft.sft(args.run, out, args.train, args.sft, show_progress=not args.quiet)
 
 
 # --- eval -------------------------------------------------------------------------------------
@@ -631,7 +637,8 @@ class EvalArgs:
 def cmd_eval(argv: list[str]) -> None:
     args = tyro.cli(EvalArgs, args=argv, prog="lmlab eval")
     from lmlab.eval.harness import check_strategy, evaluate, print_table
-    from lmlab.train.checkpoint import load_run, write_atomic
+    from lmlab.model.load import load_run
+    from lmlab.runs import write_atomic
 
     check_strategy(args.strategy)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -974,97 +981,131 @@ def cmd_label(argv: list[str]) -> None:
 class RewardArgs:
     """Train a Bradley-Terry reward model from an SFT run on preference pairs."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run the reward model starts from."""
-    data: Path
-    """Preference JSONL ({"prompt", "chosen", "rejected"} rows)."""
-    out: Path
-    """Output run directory."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run the reward model starts from; not with --resume."""
+    data: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Preference JSONL ({"prompt", "chosen", "rejected"} rows; required unless --resume)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (required unless --resume)."""
     train: TrainConfig = field(default_factory=lambda: _train_defaults(300, 1e-4, 16))
     val_fraction: float = 0.1
     """Held-out fraction of pairs."""
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the reward-model run in OUT (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_rm(argv: list[str]) -> None:
     args = tyro.cli(RewardArgs, args=argv, prog="lmlab rm")
-    from lmlab.train.reward import train_reward_model
+    from lmlab.train import reward
 
-    summary = train_reward_model(
-        args.run, args.data, args.out, args.train, args.val_fraction, not args.quiet
-    )
-    console.print_json(data=summary)
+    if args.resume is not None:
+        result = reward.resume(args.resume, show_progress=not args.quiet)
+    else:
+        if args.run is None or args.data is None or args.out is None:
+            raise ValueError("lmlab rm needs RUN, --data and --out (or --resume OUT)")
+        result = reward.train_reward_model(
+            args.run, args.data, args.out, args.train, args.val_fraction, not args.quiet
+        )
+    console.print_json(data=result.summary)
 
 
 @dataclass
 class DPOArgs:
     """Direct Preference Optimization from an SFT run on preference pairs."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run (policy init and frozen reference)."""
-    data: Path
-    """Preference JSONL."""
-    out: Path
-    """Output run directory."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run (policy init and frozen reference); not with --resume."""
+    data: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Preference JSONL (required unless --resume)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (required unless --resume)."""
     beta: float = 0.1
     """DPO temperature beta."""
     train: TrainConfig = field(default_factory=lambda: _train_defaults(200, 1e-5, 16))
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the DPO run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_dpo(argv: list[str]) -> None:
     args = tyro.cli(DPOArgs, args=argv, prog="lmlab dpo")
-    from lmlab.train.dpo import train_dpo
+    from lmlab.train import dpo
 
-    train_dpo(args.run, args.data, args.out, args.train, args.beta, show_progress=not args.quiet)
+    if args.resume is not None:
+        dpo.resume(args.resume, show_progress=not args.quiet)
+        return
+    if args.run is None or args.data is None or args.out is None:
+        raise ValueError("lmlab dpo needs RUN, --data and --out (or --resume OUT)")
+    dpo.train_dpo(
+        args.run, args.data, args.out, args.train, args.beta, show_progress=not args.quiet
+    )
 
 
 @dataclass
 class GRPOArgs:
     """GRPO on verifiable world rewards."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run to improve."""
-    out: Path
-    """Output run directory."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run to improve; not with --resume."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (required unless --resume)."""
     grpo: Annotated[GRPOConfig, tyro.conf.arg(name="")] = field(default_factory=GRPOConfig)
     train: TrainConfig = field(default_factory=lambda: _train_defaults(50, 1e-5, 1))
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the GRPO run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_grpo(argv: list[str]) -> None:
     args = tyro.cli(GRPOArgs, args=argv, prog="lmlab grpo")
-    from lmlab.train.grpo import train_grpo
+    from lmlab.train import grpo
 
-    console.print_json(
-        data=train_grpo(args.run, args.out, args.train, args.grpo, show_progress=not args.quiet)
-    )
+    if args.resume is not None:
+        result = grpo.resume(args.resume, show_progress=not args.quiet)
+    else:
+        if args.run is None or args.out is None:
+            raise ValueError("lmlab grpo needs RUN and --out (or --resume OUT)")
+        result = grpo.train_grpo(
+            args.run, args.out, args.train, args.grpo, show_progress=not args.quiet
+        )
+    console.print_json(data=result.summary)
 
 
 @dataclass
 class PPOArgs:
     """PPO against a reward model, with a KL penalty to the SFT reference."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """The SFT run (policy init and frozen reference)."""
-    reward: Path
-    """Reward model run (`lmlab rm`); the value model starts from it."""
-    out: Path
-    """Output run directory (the policy; `out/value` holds the value model)."""
+    run: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")] = None
+    """The SFT run (policy init and frozen reference); not with --resume."""
+    reward: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Reward model run (`lmlab rm`); the value model starts from it (required unless --resume)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="PATH")] = None
+    """Output run directory (the policy; `out/value` holds the value model; required unless
+    --resume)."""
     ppo: Annotated[PPOConfig, tyro.conf.arg(name="")] = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=lambda: _train_defaults(1, 1e-5, 1))
+    resume: Annotated[Path | None, tyro.conf.arg(metavar="OUT")] = None
+    """Continue the PPO run in OUT from its latest checkpoint (settings from its stage.json)."""
     quiet: bool = False
     """No progress display."""
 
 
 def cmd_ppo(argv: list[str]) -> None:
     args = tyro.cli(PPOArgs, args=argv, prog="lmlab ppo")
-    from lmlab.train.ppo import train_ppo
+    from lmlab.train import ppo
 
-    train_ppo(args.run, args.reward, args.out, args.train, args.ppo, show_progress=not args.quiet)
+    if args.resume is not None:
+        ppo.resume(args.resume, show_progress=not args.quiet)
+        return
+    if args.run is None or args.reward is None or args.out is None:
+        raise ValueError("lmlab ppo needs RUN, --reward and --out (or --resume OUT)")
+    ppo.train_ppo(
+        args.run, args.reward, args.out, args.train, args.ppo, show_progress=not args.quiet
+    )
 
 
 # --- reason -----------------------------------------------------------------------------------
@@ -1135,7 +1176,7 @@ def cmd_reason(argv: list[str]) -> None:
     from lmlab.data import world
     from lmlab.reason import compare, parse_strategy, plot, print_rows, run_strategy
     from lmlab.reason.compare import settings_for
-    from lmlab.train.checkpoint import write_atomic
+    from lmlab.runs import write_atomic
 
     knobs = {"digits": args.digits, "steps": args.steps, "numbers": args.numbers}
     spec = ":".join([args.task, *(f"{k}={v}" for k, v in knobs.items() if v is not None)])

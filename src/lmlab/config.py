@@ -18,6 +18,10 @@ from typing import Any, Literal
 MAX_CONTEXT_LENGTH = 131072
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot be used (shown to the user as one line)."""
+
+
 @dataclass
 class MoEConfig:
     """Mixture-of-Experts feed-forward layers (`model/moe.py`); n_experts=0 means a dense model."""
@@ -103,7 +107,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):  # from a saved config.json
-            self.moe = _build(MoEConfig, self.moe)
+            self.moe = build_config(MoEConfig, self.moe)
 
     @property
     def kv_heads(self) -> int:
@@ -278,10 +282,15 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config must be a JSON object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {"model", "train", "data"})
+        if unknown:
+            raise ConfigError(f"unknown run config section {unknown[0]!r}; use model, train, data")
         return cls(
-            model=_build(ModelConfig, d.get("model", {})),
-            train=_build(TrainConfig, d.get("train", {})),
-            data=_build(DataConfig, d.get("data", {})),
+            model=build_config(ModelConfig, d.get("model", {})),
+            train=build_config(TrainConfig, d.get("train", {})),
+            data=build_config(DataConfig, d.get("data", {})),
         )
 
     def save(self, path: Path) -> None:
@@ -289,12 +298,26 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
-def _build(cls: type, d: dict[str, Any]) -> Any:
+def build_config(cls: type, d: dict[str, Any]) -> Any:
+    """A `cls` dataclass from a dict read from JSON; a key the class does not have is an error
+    naming it (a typo in a hand-edited config.json must not be silently dropped)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{cls.__name__} settings must be a JSON object, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} setting {unknown[0]!r}; known: {', '.join(sorted(names))}"
+        )
+    return cls(**d)
 
 
 PRESETS: dict[str, RunConfig] = {

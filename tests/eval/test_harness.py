@@ -11,7 +11,7 @@ import pytest
 from lmlab.cli import main
 from lmlab.data import world
 from lmlab.eval.harness import evaluate, print_table, score
-from lmlab.train.checkpoint import load_run
+from lmlab.model.load import load_run
 
 
 @dataclass

@@ -14,8 +14,8 @@ from lmlab.config import MoEConfig
 from lmlab.data.tokenizer import Tokenizer, byte_tokenizer
 from lmlab.infer import Engine, SamplingParams
 from lmlab.model.hf import HFFormatError, export_hf, import_hf, load_hf
+from lmlab.model.load import load_run
 from lmlab.model.transformer import Transformer
-from lmlab.train.checkpoint import load_run
 from tests.conftest import tiny_model_config
 
 transformers = pytest.importorskip("transformers")

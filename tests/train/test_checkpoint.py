@@ -10,12 +10,8 @@ import pytest
 import torch
 
 from lmlab.model.transformer import Transformer
-from lmlab.train.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from lmlab.runs import CheckpointError, latest_checkpoint
+from lmlab.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +21,7 @@ import os, signal, sys
 from pathlib import Path
 import torch
 import lmlab.train.checkpoint as C
+import lmlab.runs as R
 from lmlab.model.transformer import Transformer
 from tests.conftest import tiny_model_config
 
@@ -45,7 +42,7 @@ def crash_midway(tensors, path):  # write half a weights file, then die like a p
 with torch.no_grad():
     for p in model.parameters():
         p.add_(1.0)
-C.save_file = crash_midway
+R.save_file = crash_midway
 C.save_checkpoint(run, model, opt, {"step": 2, "tokens": 20})
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from lmlab.config import TrainConfig
-from lmlab.train.checkpoint import load_run
+from lmlab.model.load import load_run
 from lmlab.train.dpo import dpo_loss, train_dpo
 
 

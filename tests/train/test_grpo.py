@@ -3,6 +3,7 @@ run that learns what an injected reward asks for."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,10 +15,11 @@ from torch import Tensor, nn
 from lmlab.config import GRPOConfig, TrainConfig
 from lmlab.data import world
 from lmlab.eval.harness import chat_prompt
+from lmlab.model.load import load_run
 from lmlab.model.transformer import Transformer
-from lmlab.train.checkpoint import load_run
-from lmlab.train.grpo import group_advantages, grpo_objective, train_grpo
-from tests.conftest import tiny_model_config
+from lmlab.runs import read_metrics
+from lmlab.train.grpo import group_advantages, grpo_objective, resume, train_grpo
+from tests.conftest import run_killed, tiny_model_config
 
 
 def test_group_advantages_zero_mean_per_group() -> None:
@@ -122,10 +124,34 @@ def test_grpo_raises_the_probability_of_the_rewarded_response(
         return float(text[:1] != "" and text[0] in REWARDED)
 
     out = tmp_path / "grpo"
-    summary = train_grpo(chat_run, out, train, cfg, show_progress=False, reward=reward)
+    summary = train_grpo(chat_run, out, train, cfg, show_progress=False, reward=reward).summary
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 31)) and summary["steps"] == 30
     assert {"reward", "train_loss", "response_len"} <= rows[0].keys()
     problems = world.generate("arith", 16, seed=5, split="test", digits=1)  # unseen prompts
     before, after = rewarded_probability(chat_run, problems), rewarded_probability(out, problems)
     assert after > 3 * before
+
+
+def test_grpo_killed_and_resumed_equals_uninterrupted(chat_run: Path, tmp_path: Path) -> None:
+    """6 straight steps == SIGKILL inside step 5 (after the step-3 checkpoint), then `resume`:
+    the same metrics row for row and the same before/after accuracies (the SFT accuracy is read
+    back from stage.json, not measured again on trained weights)."""
+    cfg = GRPOConfig(task="arith:1", k=4, prompts_per_step=2, max_new_tokens=4, eval_n=4)
+    train = TrainConfig(
+        max_steps=6, lr=1e-2, min_lr=1e-3, warmup_steps=1, batch_size=1, ckpt_every=3, seed=3
+    )
+    straight = train_grpo(chat_run, tmp_path / "straight", train, cfg, show_progress=False)
+    code = (
+        "from pathlib import Path; from lmlab.config import GRPOConfig, TrainConfig;"
+        "from lmlab.train.grpo import train_grpo;"
+        f"train_grpo(Path({str(chat_run)!r}), Path({str(tmp_path / 'killed')!r}), "
+        f"TrainConfig(**{dataclasses.asdict(train)!r}), GRPOConfig(**{dataclasses.asdict(cfg)!r}),"
+        " show_progress=False)"
+    )
+    run_killed("lmlab.train.grpo", "token_logprobs", 5, code)  # one call per step (no KL term)
+    killed = tmp_path / "killed"
+    assert read_metrics(killed)[-1]["step"] == 4
+    result = resume(killed, show_progress=False)
+    assert read_metrics(killed) == read_metrics(tmp_path / "straight")
+    assert result.summary == straight.summary

@@ -15,12 +15,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 from lmlab.config import DataConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig
+from lmlab.model.load import load_run
 from lmlab.model.moe import moe_layers
 from lmlab.model.transformer import Transformer
-from lmlab.train.checkpoint import load_run
+from lmlab.runs import RunDirError
 from lmlab.train.loop import Dist, Trainer, lr_at
 from lmlab.train.pretrain import next_token_loss, pretrain
-from tests.conftest import tiny_model_config
+from tests.conftest import run_killed, tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,6 +229,40 @@ def test_two_gloo_processes_match_one(parallel: str, corpus_file: Path, tmp_path
     assert _losses(tmp_path / "two")[-1][0] == 7
 
 
+def test_run_killed_before_its_first_checkpoint_resumes_from_step_0(
+    corpus_file: Path, tmp_path: Path
+) -> None:
+    """A kill inside step 3 of a run whose first checkpoint is at step 10 leaves config,
+    tokenizer, stage.json and metrics rows but no checkpoint: --resume starts at step 0 and
+    ends as the uninterrupted run does (no duplicated metrics rows)."""
+    cfg = _cfg(corpus_file, max_steps=12)
+    pretrain(cfg, tmp_path / "straight", show_progress=False)
+    cfg.save(tmp_path / "cfg.json")
+    code = (
+        "from pathlib import Path; from lmlab.config import RunConfig;"
+        "from lmlab.train.pretrain import pretrain;"
+        f"pretrain(RunConfig.load(Path({str(tmp_path / 'cfg.json')!r})), "
+        f"Path({str(tmp_path / 'killed')!r}), show_progress=False)"
+    )
+    run_killed("lmlab.train.pretrain", "next_token_loss", 3, code)
+    killed = tmp_path / "killed"
+    assert not (killed / "checkpoints").exists() and _losses(killed)[-1][0] == 2
+    pretrain(None, killed, resume=True, show_progress=False)
+    assert _losses(killed) == _losses(tmp_path / "straight")
+
+
+def test_resume_refuses_a_changed_corpus(corpus_file: Path, tmp_path: Path) -> None:
+    """The run's tokenizer and data order belong to the corpus it started on."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_file.read_text())
+    pretrain(_cfg(corpus, max_steps=2, eval_every=2), tmp_path / "run", show_progress=False)
+    tokenizer_before = (tmp_path / "run" / "tokenizer.json").read_text()
+    corpus.write_text(corpus.read_text() + "\nsomething new\n")
+    with pytest.raises(RunDirError, match="changed since"):
+        pretrain(None, tmp_path / "run", resume=True, show_progress=False, max_steps=4)
+    assert (tmp_path / "run" / "tokenizer.json").read_text() == tokenizer_before
+
+
 # --- the MoE auxiliary-loss-free bias: once per optimiser step, on the global load ------------
 
 BIAS_SPEED, MOE_STEPS = 0.01, 4
@@ -239,7 +274,7 @@ def _moe_trainer(run: Path, dist_info: Dist | None = None, parallel: str = "ddp"
     moe = MoEConfig(n_experts=4, top_k=2, aux_loss=0.0, bias_speed=BIAS_SPEED)
     model = Transformer(tiny_model_config(context_length=16, moe=moe))
     train = TrainConfig(max_steps=MOE_STEPS, warmup_steps=1, parallel=parallel)  # type: ignore[arg-type]
-    return Trainer(model, train, run, dist_info, show_progress=False)
+    return Trainer(model, train, run, dist_info or Dist(), torch.device("cpu"), False)
 
 
 def _moe_batch(step: int) -> tuple[Tensor, Tensor]:

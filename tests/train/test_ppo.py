@@ -12,7 +12,10 @@ from torch import Tensor, nn
 
 from lmlab.config import PPOConfig, TrainConfig
 from lmlab.infer import Engine, SamplingParams
-from lmlab.train.checkpoint import load_run, save_checkpoint, write_run_files
+from lmlab.model.load import load_run
+from lmlab.model.scoring import token_logprobs
+from lmlab.runs import write_run_files
+from lmlab.train.checkpoint import save_checkpoint
 from lmlab.train.ppo import (
     AdaptiveKL,
     gae,
@@ -24,7 +27,7 @@ from lmlab.train.ppo import (
     value_loss,
 )
 from lmlab.train.reward import train_reward_model
-from lmlab.train.rl import kl_estimate, masked_whiten, token_logprobs
+from lmlab.train.rl import kl_estimate, masked_whiten
 
 
 def test_gae_hand_computed() -> None:
@@ -168,7 +171,7 @@ def test_ppo_driver_smoke(chat_run: Path, prefs_file: Path, tmp_path: Path) -> N
         TrainConfig(lr=1e-4, min_lr=1e-5),
         cfg,
         show_progress=False,
-    )
+    ).summary
     for key in (
         "score",
         "penalised_score",

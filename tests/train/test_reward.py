@@ -10,13 +10,9 @@ import torch
 
 from lmlab.config import TrainConfig
 from lmlab.data.prefs import PrefsError, read_prefs
-from lmlab.train.reward import (
-    bradley_terry,
-    encode_pairs,
-    load_reward_model,
-    score_rows,
-    train_reward_model,
-)
+from lmlab.model.load import load_reward_model
+from lmlab.model.scoring import score_rows
+from lmlab.train.reward import bradley_terry, encode_pairs, train_reward_model
 
 
 def test_bradley_terry_toy_case() -> None:
@@ -43,7 +39,9 @@ def test_reward_model_learns_and_is_normalised(
         eval_every=20,
         eval_iters=1,
     )
-    summary = train_reward_model(chat_run, prefs_file, tmp_path / "rm", train, show_progress=False)
+    summary = train_reward_model(
+        chat_run, prefs_file, tmp_path / "rm", train, show_progress=False
+    ).summary
     assert summary["heldout_accuracy"] == 1.0
     assert summary["length_baseline_accuracy"] == 0.0  # chosen is always the shorter reply
     assert summary["shorter_baseline_accuracy"] == 1.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,8 +13,10 @@ import torch
 from lmlab.cli import main
 from lmlab.config import DataConfig, RunConfig, SFTConfig, TrainConfig
 from lmlab.data.tokenizer import char_tokenizer
+from lmlab.model.load import load_run
 from lmlab.model.transformer import Transformer
-from lmlab.train.checkpoint import load_run, save_checkpoint
+from lmlab.runs import CheckpointError, read_metrics, read_stage
+from lmlab.train.checkpoint import save_checkpoint
 from lmlab.train.sft import (
     IGNORE,
     ChatBatches,
@@ -20,11 +24,12 @@ from lmlab.train.sft import (
     load_chats,
     masked_loss,
     pack,
+    resume,
     sft,
     split_chats,
     world_chats,
 )
-from tests.conftest import tiny_model_config
+from tests.conftest import run_killed, tiny_model_config
 
 CHATS = [
     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}],
@@ -190,7 +195,7 @@ def test_sft_overfits_a_handful_of_chats(chat_base: Path, tmp_path: Path) -> Non
     )
     last = sft(
         chat_base, out, train, SFTConfig(data=str(data), val_fraction=0.1), show_progress=False
-    )
+    ).summary
     assert last["train_loss"] < 0.05
     model, tok, cfg = load_run(out)
     assert cfg.model == RunConfig.load(chat_base / "config.json").model
@@ -212,7 +217,7 @@ def test_sft_on_world_with_replay_measures_forgetting(chat_base: Path, tmp_path:
     out = tmp_path / "sft"
     train = TrainConfig(batch_size=2, max_steps=3, eval_every=3, eval_iters=1, device="cpu")
     cfg = SFTConfig(n_world=40, replay=0.5, replay_rows=2, tasks="arith,strings")
-    last = sft(chat_base, out, train, cfg, show_progress=False)
+    last = sft(chat_base, out, train, cfg, show_progress=False).summary
     info = json.loads((out / "sft.json").read_text())
     assert info["pretrain_val_loss_before"] > 0 and info["pretrain_val_loss_after"] > 0
     assert last["pretrain_val_loss_after"] == info["pretrain_val_loss_after"]
@@ -232,3 +237,49 @@ def test_cli_sft_bad_input_loses_nothing(
     assert main(["sft", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "is not an lmlab run" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _sft_rows(run: Path) -> list[tuple[Any, ...]]:
+    keys = ("step", "train_loss", "val_loss", "chat_loss", "replay_loss", "lr")
+    return [tuple(r.get(k) for k in keys) for r in read_metrics(run)]
+
+
+def _untimed(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not k.endswith("_per_s")}
+
+
+def test_sft_killed_and_resumed_equals_uninterrupted(chat_base: Path, tmp_path: Path) -> None:
+    """8 straight steps == SIGKILL inside step 7 (after the step-4 checkpoint), then `resume`:
+    the same metrics row for row, and the same forgetting figures (the loss before SFT is read
+    back from stage.json, not measured again on fine-tuned weights)."""
+    train = TrainConfig(
+        batch_size=2, max_steps=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_every=4,
+        eval_iters=1, ckpt_every=4, log_every=1, seed=5, device="cpu",
+    )  # fmt: skip
+    cfg = SFTConfig(n_world=40, replay=0.5, replay_rows=2, tasks="arith,strings")
+    sft(chat_base, tmp_path / "straight", train, cfg, show_progress=False)
+
+    # masked_loss runs once per step and once per evaluation: calls 1-4 are steps 1-4, call 5
+    # the step-4 evaluation, 6-7 steps 5-6, so call 8 is inside step 7
+    code = (
+        "from pathlib import Path; from lmlab.config import SFTConfig, TrainConfig;"
+        "from lmlab.train.sft import sft;"
+        f"sft(Path({str(chat_base)!r}), Path({str(tmp_path / 'killed')!r}), "
+        f"TrainConfig(**{dataclasses.asdict(train)!r}), SFTConfig(**{dataclasses.asdict(cfg)!r}),"
+        " show_progress=False)"
+    )
+    run_killed("lmlab.train.sft", "masked_loss", 8, code)
+    killed = tmp_path / "killed"
+    assert _sft_rows(killed)[-1][0] == 6
+    assert read_stage(killed)["status"] == "running"
+    result = resume(killed, show_progress=False)
+    assert _sft_rows(killed) == _sft_rows(tmp_path / "straight")
+    straight = read_stage(tmp_path / "straight")["summary"]
+    assert _untimed(result.summary) == _untimed(straight)
+    assert result.summary["pretrain_val_loss_before"] == straight["pretrain_val_loss_before"]
+    assert read_stage(killed)["status"] == "done"
+
+
+def test_sft_resume_refuses_another_stage_run(chat_base: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"has no stage\.json"):
+        resume(chat_base, show_progress=False)

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from lmlab.data.corpora import Corpus
-from lmlab.data.tokenizer import Tokenizer
+from lmlab.config import RunConfig
+from lmlab.data.corpora import Corpus, load_corpus
+from lmlab.data.tokenizer import Tokenizer, build_tokenizer
 
 
 def cache_root() -> Path:
@@ -96,6 +97,49 @@ def build_shards(
         for split in ("train", "val")
     ]
     return Shards(arrays[0], arrays[1], path)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def get_tokenizer(cfg: RunConfig, corpus: Corpus) -> Tokenizer:
+    """Build (or fetch from the cache) the tokenizer the data config asks for, trained on the
+    corpus's train split, and set the model's vocabulary size to fit it."""
+    kind = cfg.data.tokenizer
+    if kind in ("bpe", "char"):
+        key = hashlib.sha256(
+            f"{corpus.fingerprint}:{kind}:{cfg.model.vocab_size}".encode()
+        ).hexdigest()[:20]
+        path = cache_root() / "tokenizers" / f"{key}.json"
+        if path.exists():
+            tok = Tokenizer.load(path)
+        else:
+            tok = build_tokenizer(kind, iter(corpus.train), cfg.model.vocab_size)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tok.save(tmp)
+            tmp.replace(path)
+    else:
+        tok = build_tokenizer(kind, corpus.train, cfg.model.vocab_size)
+    if kind != "bpe":
+        # char/byte/file vocabularies set the model's, padded to a multiple of 64 for fast matmuls
+        cfg.model.vocab_size = _round_up(tok.vocab_size, 64)
+    elif tok.vocab_size > cfg.model.vocab_size:
+        raise ValueError(
+            f"tokenizer has {tok.vocab_size} tokens > model vocab {cfg.model.vocab_size}"
+        )
+    return tok
+
+
+def prepare_data(
+    cfg: RunConfig, tok: Tokenizer | None = None, show_progress: bool = True
+) -> tuple[Tokenizer, Shards, Corpus]:
+    """The corpus of `cfg.data`, tokenized into shards by `tok` (a resumed run's own
+    tokenizer) or by the tokenizer `cfg.data.tokenizer` asks for."""
+    corpus = load_corpus(cfg.data.corpus, cfg.data.val_fraction, cfg.data.text_field)
+    tok = tok or get_tokenizer(cfg, corpus)
+    return tok, build_shards(corpus, tok, show_progress=show_progress), corpus
 
 
 class Batches:

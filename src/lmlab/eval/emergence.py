@@ -140,7 +140,7 @@ def size_config(name: str, cfg: LadderConfig) -> RunConfig:
 
 
 def _has_checkpoint(run: Path) -> bool:
-    from lmlab.train.checkpoint import CheckpointError, latest_checkpoint
+    from lmlab.runs import CheckpointError, latest_checkpoint
 
     try:
         latest_checkpoint(run)
@@ -185,8 +185,9 @@ def evaluate_size(name: str, cfg: LadderConfig, out: Path) -> list[dict[str, Any
     """Rows (one per task spec) for the fine-tuned run of one size; cached in OUT/NAME."""
     from lmlab.eval.harness import evaluate_task
     from lmlab.infer import Engine
+    from lmlab.model.load import load_run
     from lmlab.model.transformer import flops_per_token, param_counts
-    from lmlab.train.checkpoint import load_run, write_atomic
+    from lmlab.runs import write_atomic
 
     cache = out / name / f"eval-n{cfg.n}-s{cfg.seed}.json"
     specs = cfg.specs()
@@ -287,7 +288,7 @@ def run_ladder(
     cfg: LadderConfig, out: Path, show_progress: bool = False, report: Any = print
 ) -> dict[str, Any]:
     """Train (or reuse) every size, evaluate, summarise and plot; writes OUT/emergence.json."""
-    from lmlab.train.checkpoint import write_atomic
+    from lmlab.runs import write_atomic
 
     cfg.validate()
     sizes = cfg.sizes()

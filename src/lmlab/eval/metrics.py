@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmlab.train.rl import pad_rows, response_mask, sequence_logprobs
+from lmlab.model.scoring import pad_rows, response_mask, sequence_logprobs
 
 
 def exact_match(pred: str, gold: str) -> float:

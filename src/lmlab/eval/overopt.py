@@ -86,7 +86,8 @@ def best_of_n(
     from lmlab.data import world
     from lmlab.data.prefs import chat_prompt_ids, world_prompts
     from lmlab.infer import Engine, SamplingParams
-    from lmlab.train.reward import load_reward_model, score_rows
+    from lmlab.model.load import load_reward_model
+    from lmlab.model.scoring import score_rows
 
     engine = Engine.from_checkpoint(sft_run)
     tok = engine.tokenizer
@@ -101,7 +102,7 @@ def best_of_n(
     gold_s = np.zeros((len(prompts), n_max))
     for i, (p, ids, comps) in enumerate(zip(problems, prompts, outs, strict=True)):
         rows = [ids + c.token_ids for c in comps]
-        proxy_s[i] = score_rows(proxy, rows, tok.pad_id).numpy()
+        proxy_s[i] = score_rows(proxy, rows, tok.pad_id).cpu().numpy()
         gold_s[i] = [gold(p, c.text) for c in comps]
     curve = []
     n = 1
@@ -165,7 +166,7 @@ def run_overopt(
     )
     proxy = train_reward_model(
         sft_run, out / "prefs.jsonl", out / "proxy_rm", rm_train, show_progress=show_progress
-    )
+    ).summary
     bon = best_of_n(
         sft_run,
         out / "proxy_rm",

@@ -540,7 +540,7 @@ class Engine:
         cls, run_dir: str | Path, device: str | torch.device = "cpu", **kw: Any
     ) -> Engine:
         """An engine over the latest checkpoint of an lmlab run directory."""
-        from lmlab.train.checkpoint import load_run
+        from lmlab.model.load import load_run
 
         model, tok, _ = load_run(Path(run_dir), device)
         kw.setdefault("prepack", True)  # a loaded checkpoint is for inference only

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lmlab.model.scoring import gather_at
 from lmlab.model.transformer import KVCache, Transformer
 
 
@@ -33,11 +34,6 @@ class ScalarHeadModel(nn.Module):
     def score(self, idx: Tensor, last: Tensor) -> Tensor:
         """Scalar at position `last[b]` of each row b (e.g. the response's final token)."""
         return gather_at(self(idx), last)
-
-
-def gather_at(values: Tensor, last: Tensor) -> Tensor:
-    """values[b, last[b]] for a [B, T] tensor."""
-    return values.gather(1, last.long().unsqueeze(1)).squeeze(1)
 
 
 @torch.no_grad()

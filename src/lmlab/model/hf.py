@@ -50,7 +50,9 @@ from torch import Tensor
 
 from lmlab.config import ModelConfig, MoEConfig, RunConfig
 from lmlab.data.tokenizer import ASSISTANT, BOS, END, PAD, Tokenizer
+from lmlab.model.load import save_model
 from lmlab.model.transformer import Transformer
+from lmlab.runs import check_new_run_dir, write_run_files
 
 
 class HFFormatError(ValueError):
@@ -411,9 +413,6 @@ def import_hf(src: Path, out: Path) -> Path:
     The folder's tokenizer.json must reserve lmlab's chat tokens at ids 0..5 (every lmlab export
     does); other vocabularies are refused, since the chat template and the engine rely on them.
     """
-    from lmlab.train.checkpoint import save_checkpoint, write_run_files
-    from lmlab.train.pretrain import check_new_run_dir
-
     src, out = Path(src), Path(out)
     check_new_run_dir(out)
     if not (src / "config.json").is_file():
@@ -426,5 +425,5 @@ def import_hf(src: Path, out: Path) -> Path:
         raise HFFormatError(f"cannot use {src / 'tokenizer.json'}: {e}") from None
     model = load_hf(src)
     write_run_files(out, RunConfig(model=model.cfg), tok)
-    save_checkpoint(out, model, None, {"step": 0, "tokens": 0, "imported_from": str(src)})
+    save_model(out, model, {"step": 0, "tokens": 0, "imported_from": str(src)})
     return out

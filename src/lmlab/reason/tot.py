@@ -622,7 +622,8 @@ def dfs(
 def reward_model_fn(run_dir: str | Path) -> RewardFn:
     """A `RewardFn` scoring (problem, partial solution) with a reward model run (`lmlab rm`),
     read at the last token of the user's question plus the solution so far (on the CPU)."""
-    from lmlab.train.reward import load_reward_model, score_rows
+    from lmlab.model.load import load_reward_model
+    from lmlab.model.scoring import score_rows
 
     model, tok = load_reward_model(Path(run_dir))
     context = model.cfg.context_length

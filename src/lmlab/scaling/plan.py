@@ -216,7 +216,7 @@ def resolve_corpus(cfg: PlanConfig) -> str:
     `cfg.vocab_size` to the model vocabulary the runs will really have (char/byte tokenizers
     fix their own) and return the corpus fingerprint the sweep is tied to."""
     from lmlab.data.corpora import load_corpus
-    from lmlab.train.pretrain import get_tokenizer
+    from lmlab.data.shards import get_tokenizer
 
     run = RunConfig(
         model=ModelConfig(vocab_size=cfg.vocab_size),
@@ -277,7 +277,7 @@ def write_plan(plan: dict[str, Any], out: Path) -> Path:
                 "choose another --out"
             )
     out.mkdir(parents=True, exist_ok=True)
-    from lmlab.train.checkpoint import write_atomic
+    from lmlab.runs import write_atomic
 
     write_atomic(path, json.dumps(plan, indent=2) + "\n")
     return path

@@ -68,7 +68,7 @@ def fit_source(
 
         pngs = plot_all(pts, fits, out, float(pts.budget.max()) * 4)
         result["plots"] = [str(p) for p in pngs]
-    from lmlab.train.checkpoint import write_atomic
+    from lmlab.runs import write_atomic
 
     write_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
     return result, pts, fits

@@ -46,7 +46,7 @@ def run_dir(sweep: Path, name: str) -> Path:
 
 
 def _checkpoint_step(path: Path) -> int | None:
-    from lmlab.train.checkpoint import CheckpointError, latest_checkpoint
+    from lmlab.runs import CheckpointError, latest_checkpoint
 
     try:
         ckpt = latest_checkpoint(path)
@@ -101,8 +101,7 @@ def prepare_corpus(plan: dict[str, Any]) -> None:
     """Check the corpus is the one planned and build its tokenizer and shards once, before any
     worker starts (workers then read the cache)."""
     from lmlab.data.corpora import load_corpus
-    from lmlab.data.shards import build_shards
-    from lmlab.train.pretrain import get_tokenizer
+    from lmlab.data.shards import build_shards, get_tokenizer
 
     cfg = RunConfig.from_dict(plan["runs"][0]["config"])
     corpus = load_corpus(cfg.data.corpus, cfg.data.val_fraction, cfg.data.text_field)
@@ -219,7 +218,7 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
 
 
 def write_results(sweep: Path) -> list[dict[str, Any]]:
-    from lmlab.train.checkpoint import write_atomic
+    from lmlab.runs import write_atomic
 
     rows = collect(sweep)
     write_atomic(sweep / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

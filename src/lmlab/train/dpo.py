@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,12 +16,12 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from lmlab.config import TrainConfig
+from lmlab.config import TrainConfig, build_config
+from lmlab.data.prefs import chat_prompt_ids, read_prefs, response_ids
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run, write_run_files
-from lmlab.train.loop import Trainer, init_distributed
-from lmlab.train.pretrain import check_new_run_dir
-from lmlab.train.rl import pad_rows, response_mask, sequence_logprobs
+from lmlab.model.scoring import model_device, pad_rows, response_mask, sequence_logprobs
+from lmlab.runs import require_stage
+from lmlab.train.stage import StageResult, settings_of, start_stage
 
 console = Console(stderr=True)
 
@@ -48,6 +47,22 @@ def _pairs_batch(rows: list[tuple[list[int], list[int], int]], pad_id: int) -> d
     return {"ids": ids, "mask": response_mask(prompt_lens, lengths, ids.shape[1])}
 
 
+@torch.no_grad()
+def reference_logprobs(
+    model: nn.Module, rows: list[tuple[list[int], list[int], int]], pad_id: int, batch: int = 32
+) -> tuple[Tensor, Tensor]:
+    """The reference's sequence log-probs of every pair's chosen and rejected response ([N]
+    each, float32, on the model's device, where the rows are sent)."""
+    device = model_device(model)
+    chosen, rejected = [], []
+    for i in range(0, len(rows), batch):
+        b = _pairs_batch(rows[i : i + batch], pad_id)
+        c, r = sequence_logprobs(model, b["ids"].to(device), b["mask"].to(device)).float().chunk(2)
+        chosen.append(c)
+        rejected.append(r)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
 def train_dpo(
     sft_run: Path,
     data: Path,
@@ -55,16 +70,16 @@ def train_dpo(
     train: TrainConfig,
     beta: float = 0.1,
     show_progress: bool = True,
-) -> dict[str, Any]:
+    resume: bool = False,
+) -> StageResult:
     """DPO from `sft_run` on preference pairs; the reference (the SFT model) log-probs are
-    computed once up front, so only the policy runs during training."""
-    from lmlab.data.prefs import chat_prompt_ids, read_prefs, response_ids
-
-    train.validate()
-    if beta <= 0:
+    computed once up front, on the stage's device and under the autocast training uses, so
+    only the policy runs during training."""
+    if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
-    check_new_run_dir(out)
-    policy, tok, cfg = load_run(sft_run)
+    settings = settings_of(train=train, data=data, beta=beta)
+    stage = start_stage("dpo", out, train, settings, sft_run, resume, show_progress)
+    policy, tok, cfg = stage.load_base(sft_run)
     rows = []
     for p in read_prefs(data):
         prompt = chat_prompt_ids(tok, p.prompt)
@@ -73,21 +88,16 @@ def train_dpo(
             rows.append((c, r, len(prompt)))
     if not rows:
         raise ValueError(f"{data}: no preference pair fits the context length")
-    _, device = init_distributed(train.device)
-    torch.manual_seed(train.seed)
-    ref_chosen, ref_rejected = torch.zeros(len(rows)), torch.zeros(len(rows))
-    with torch.no_grad():
-        for i in range(0, len(rows), 32):
-            b = _pairs_batch(rows[i : i + 32], tok.pad_id)
-            c, r = sequence_logprobs(policy.eval(), b["ids"], b["mask"]).chunk(2)
-            ref_chosen[i : i + len(c)], ref_rejected[i : i + len(c)] = c, r
+    with stage.autocast():
+        ref_chosen, ref_rejected = reference_logprobs(policy.eval(), rows, tok.pad_id)
 
     def batch(step: int, micro: int) -> dict[str, Tensor]:
-        pick = np.random.default_rng([train.seed, step, micro]).integers(
+        pick = np.random.default_rng([train.seed, step, micro, stage.dist.rank]).integers(
             0, len(rows), train.batch_size
         )
         b = _pairs_batch([rows[i] for i in pick], tok.pad_id)
-        b["ref_chosen"], b["ref_rejected"] = ref_chosen[pick], ref_rejected[pick]
+        index = torch.from_numpy(pick).to(ref_chosen.device)
+        b["ref_chosen"], b["ref_rejected"] = ref_chosen[index], ref_rejected[index]
         return b
 
     def objective(model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
@@ -96,8 +106,24 @@ def train_dpo(
         return with_router_losses(model, loss), metrics
 
     cfg.train = train
-    write_run_files(out, cfg, tok)
-    trainer = Trainer(policy.train(), train, out, device=device, show_progress=show_progress)
+    stage.write_run_files(cfg, tok)
+    trainer = stage.trainer(policy.train())
     last = trainer.fit(objective, batch, 0)
-    console.print(f"DPO done: {json.dumps({k: round(v, 4) for k, v in last.items()})}")
-    return last
+    if stage.is_main:
+        console.print(f"DPO done: {json.dumps({k: round(v, 4) for k, v in last.items()})}")
+    return stage.finish(last)
+
+
+def resume(out: Path, show_progress: bool = True) -> StageResult:
+    """Continue the DPO run in `out` (settings and SFT run from its stage.json)."""
+    record = require_stage(out, "dpo")
+    settings = record["settings"]
+    return train_dpo(
+        Path(record["base"]),
+        Path(settings["data"]),
+        out,
+        build_config(TrainConfig, settings["train"]),
+        float(settings["beta"]),
+        show_progress,
+        resume=True,
+    )

@@ -15,7 +15,6 @@ Two choices differ from the paper's equation (3), on purpose:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,20 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import Tensor, nn
 
-from lmlab.config import GRPOConfig, TrainConfig
+from lmlab.config import GRPOConfig, TrainConfig, build_config
+from lmlab.data import world
+from lmlab.eval.harness import chat_prompt, evaluate, score
+from lmlab.infer import Engine, SamplingParams
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run, write_run_files
-from lmlab.train.loop import Trainer, init_distributed
-from lmlab.train.pretrain import check_new_run_dir
-from lmlab.train.rl import kl_estimate, masked_mean, pad_rows, response_mask, token_logprobs
+from lmlab.model.scoring import pad_rows, response_mask, token_logprobs
+from lmlab.runs import require_stage, write_json
+from lmlab.train.rl import kl_estimate, masked_mean
+from lmlab.train.stage import StageResult, settings_of, start_stage
 
 console = Console(stderr=True)
+
+RewardFn = Callable[[Any, str], float]
+"""The reward of a response (text) to a world problem."""
 
 
 def group_advantages(rewards: Tensor, eps: float = 1e-6, scale: bool = True) -> Tensor:
@@ -72,48 +77,55 @@ def train_grpo(
     train: TrainConfig,
     cfg: GRPOConfig,
     show_progress: bool = True,
-    reward: Callable[[Any, str], float] | None = None,
-) -> dict[str, Any]:
+    reward: RewardFn | None = None,
+    resume: bool = False,
+) -> StageResult:
     """GRPO from `sft_run` on one world task; writes a normal run directory to `out`.
 
     `reward(problem, response)` defaults to the task's verifier (1 if the extracted answer is
-    right); the before/after accuracy is the verifier's either way."""
-    from lmlab.data import world
-    from lmlab.eval.harness import chat_prompt, evaluate, score
-    from lmlab.infer import Engine, SamplingParams
-
+    right); the before/after accuracy is the verifier's either way. Under torchrun each rank
+    samples its own prompts. Checkpoints every `train.ckpt_every` (else `eval_every`) steps,
+    so `resume` continues a killed run exactly (rollouts are seeded by step)."""
     cfg.validate()
-    train.validate()
-    check_new_run_dir(out)
-    policy, tok, run_cfg = load_run(sft_run)
+    settings = settings_of(train=train, grpo=cfg)
+    stage = start_stage("grpo", out, train, settings, sft_run, resume, show_progress)
+    policy, tok, run_cfg = stage.load_base(sft_run)
     name, knobs = world.parse_task(cfg.task)
-    _, device = init_distributed(train.device)
-    torch.manual_seed(train.seed)
-    ref = load_run(sft_run)[0] if cfg.kl_beta > 0 else None
+    ref = stage.load_base(sft_run)[0] if cfg.kl_beta > 0 else None
     reward_fn = reward or (lambda problem, text: score(problem, text)["correct"])
     strategy = "cot" if cfg.step_by_step else "direct"
-    before = evaluate(policy, tok, [cfg.task], strategy, cfg.eval_n)["tasks"][cfg.task]
-    console.print(f"SFT accuracy on {cfg.task} ({strategy}): {before['accuracy']:.3f}")
+
+    def accuracy() -> float:
+        report = evaluate(policy, tok, [cfg.task], strategy, cfg.eval_n)
+        return float(report["tasks"][cfg.task]["accuracy"])
+
+    before = stage.once("sft_accuracy", accuracy)  # on the SFT weights, before any step
+    if stage.is_main:
+        console.print(f"SFT accuracy on {cfg.task} ({strategy}): {before:.3f}")
 
     run_cfg.train = train
-    write_run_files(out, run_cfg, tok)
-    trainer = Trainer(policy, train, out, device=device, show_progress=False)
-    engine = Engine(policy, tok, max_batch=cfg.prompts_per_step * cfg.k)
+    stage.write_run_files(run_cfg, tok)
+    trainer = stage.trainer(policy, show_progress=False)
+    engine = Engine(policy, tok, max_batch=cfg.prompts_per_step * cfg.k, device=stage.device)
     objective = grpo_objective(cfg.temperature, cfg.kl_beta)
-    n_problems = cfg.prompts_per_step * train.max_steps
+    rank, world_size = stage.dist.rank, stage.dist.world
+    n_problems = cfg.prompts_per_step * train.max_steps * world_size
     problems = world.generate(name, n_problems, seed=train.seed, split="train", **knobs)
-    with Progress(disable=not show_progress) as progress:
-        bar = progress.add_task("grpo", total=train.max_steps)
+    ckpt_every = train.ckpt_every or train.eval_every
+    with Progress(disable=not stage.show_progress) as progress:
+        bar = progress.add_task("grpo", total=train.max_steps, completed=trainer.step_count)
         while trainer.step_count < train.max_steps:
             step = trainer.step_count
-            lo = step * cfg.prompts_per_step
-            batch_problems = problems[lo : lo + cfg.prompts_per_step]
+            part = step * world_size + rank  # this rank's share of the step's prompts
+            batch_problems = problems[
+                part * cfg.prompts_per_step : (part + 1) * cfg.prompts_per_step
+            ]
             prompts = [chat_prompt(tok, p, cfg.step_by_step) for p in batch_problems]
             params = SamplingParams(
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
                 n=cfg.k,
-                seed=train.seed + step,
+                seed=train.seed + part,
             )
             outs = engine.generate(prompts, params)
             rewards = torch.tensor(
@@ -130,8 +142,9 @@ def train_grpo(
             prompt_lens = torch.tensor([len(pr) for pr in prompts for _ in range(cfg.k)])
             b = {"ids": ids, "mask": response_mask(prompt_lens, lengths, ids.shape[1]), "adv": adv}
             if ref is not None:
-                with torch.no_grad():
-                    b["ref_logp"] = token_logprobs(ref(ids), ids, cfg.temperature)
+                with torch.no_grad(), stage.autocast():
+                    on_device = ids.to(stage.device)
+                    b["ref_logp"] = token_logprobs(ref(on_device), on_device, cfg.temperature)
             metrics = trainer.step(objective, [b], n_tokens=int(b["mask"].sum()))
             row = {
                 "step": trainer.step_count,
@@ -143,19 +156,34 @@ def train_grpo(
                 **metrics,
             }
             trainer.log(row)
+            if trainer.step_count % ckpt_every == 0 or trainer.step_count == train.max_steps:
+                trainer.save()
             progress.update(bar, advance=1, description=f"grpo reward {row['reward']:.3f}")
-    trainer.save()
-    after = evaluate(policy, tok, [cfg.task], strategy, cfg.eval_n)["tasks"][cfg.task]
+    after = accuracy()
     summary = {
         "task": cfg.task,
         "strategy": strategy,
-        "sft_accuracy": before["accuracy"],
-        "grpo_accuracy": after["accuracy"],
+        "sft_accuracy": before,
+        "grpo_accuracy": after,
         "eval_n": cfg.eval_n,
         "steps": train.max_steps,
     }
-    (out / "grpo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(
-        f"GRPO accuracy on {cfg.task}: {before['accuracy']:.3f} -> {after['accuracy']:.3f}"
+    if stage.is_main:
+        write_json(out / "grpo.json", summary)
+        console.print(f"GRPO accuracy on {cfg.task}: {before:.3f} -> {after:.3f}")
+    return stage.finish(summary)
+
+
+def resume(out: Path, show_progress: bool = True) -> StageResult:
+    """Continue the GRPO run in `out` (settings and SFT run from its stage.json); a custom
+    reward function given to the first run is not recorded, so resume uses the verifier."""
+    record = require_stage(out, "grpo")
+    settings = record["settings"]
+    return train_grpo(
+        Path(record["base"]),
+        out,
+        build_config(TrainConfig, settings["train"]),
+        build_config(GRPOConfig, settings["grpo"]),
+        show_progress,
+        resume=True,
     )
-    return summary

@@ -30,14 +30,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from lmlab.config import TrainConfig
+from lmlab.model.load import tied_aliases
 from lmlab.model.moe import clear_balance_counts, update_balance_bias
-from lmlab.train.checkpoint import (
-    full_state,
-    latest_checkpoint,
-    load_checkpoint,
-    tied_aliases,
-    write_checkpoint,
-)
+from lmlab.runs import METRICS_FILE, latest_checkpoint, write_atomic, write_checkpoint
+from lmlab.train.checkpoint import full_state, load_checkpoint
 
 Objective = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
 BatchFn = Callable[[int, int], Any]
@@ -114,21 +110,31 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     )
 
 
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; float32 elsewhere (bf16 matmuls are ~100x slower on CPUs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class Trainer:
-    """Owns the model's optimisation state for one run directory."""
+    """Owns the model's optimisation state for one run directory.
+
+    Device and rank are not defaulted: a stage decides them once (`train/stage.py`) and hands
+    the same ones to every Trainer it builds."""
 
     def __init__(
         self,
         model: nn.Module,
         cfg: TrainConfig,
         run_dir: Path,
-        dist_info: Dist | None = None,
-        device: torch.device | None = None,
+        dist_info: Dist,
+        device: torch.device,
         show_progress: bool = True,
     ) -> None:
         self.cfg, self.run_dir = cfg, run_dir
-        self.dist = dist_info or Dist()
-        self.device = device or torch.device("cpu")
+        self.dist = dist_info
+        self.device = device
         self.model = model.to(self.device)  # the unwrapped model: checkpoints and eval use it
         self.train_model: nn.Module = self.model
         self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
@@ -144,13 +150,13 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.step_count = 0
         self.tokens = 0
+        self.resumed_state: dict[str, Any] = {}
+        """The loop state of the checkpoint this Trainer resumed from (with any `extra`)."""
         self.show_progress = show_progress and self.dist.is_main
         self._tb: Any = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.device)
 
     # --- one optimizer step ---------------------------------------------------------------
 
@@ -191,14 +197,14 @@ class Trainer:
         self.step_count += 1
         self.tokens += n_tokens
         out = {k: v / len(micro) for k, v in sums.items()}
-        out = self._all_reduce_mean(out)
+        out = self.all_reduce_mean(out)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
             grad_norm = grad_norm.full_tensor()
         out["grad_norm"] = float(grad_norm)
         out["lr"] = lr
         return out
 
-    def _all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+    def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         if self.dist.world == 1 or not values:
             return values
         keys = sorted(values)
@@ -238,14 +244,15 @@ class Trainer:
         path = latest_checkpoint(self.run_dir)
         state = load_checkpoint(path, self.model, self.optimizer, restore_rng=True)
         self.step_count, self.tokens = int(state["step"]), int(state["tokens"])
+        self.resumed_state = state
         if self.dist.is_main:
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step_count)
+            truncate_metrics(self.run_dir / METRICS_FILE, self.step_count)
         return state
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
+        with (self.run_dir / METRICS_FILE).open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is None:
             try:
@@ -340,11 +347,12 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics written after checkpoint `step` (a resumed run rewrites them exactly)."""
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics written after checkpoint `step` (a resumed run rewrites them exactly);
+    the file is replaced atomically, so a kill during the rewrite loses no history."""
     if not path.exists():
         return
     keep = [
         ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step
     ]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    write_atomic(path, "".join(ln + "\n" for ln in keep))

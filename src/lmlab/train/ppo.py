@@ -32,24 +32,16 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from lmlab.config import PPOConfig, TrainConfig
+from lmlab.config import PPOConfig, TrainConfig, build_config
 from lmlab.data import world
 from lmlab.data.prefs import chat_prompt_ids, gold_score, world_prompts
 from lmlab.infer import Engine, SamplingParams
-from lmlab.model.heads import gather_at
+from lmlab.model.load import load_reward_model
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run, write_run_files
-from lmlab.train.loop import Trainer
-from lmlab.train.pretrain import check_new_run_dir
-from lmlab.train.reward import load_reward_model
-from lmlab.train.rl import (
-    entropy,
-    masked_mean,
-    masked_whiten,
-    pad_rows,
-    response_mask,
-    token_logprobs,
-)
+from lmlab.model.scoring import gather_at, pad_rows, response_mask, token_logprobs
+from lmlab.runs import METRICS_FILE, read_metrics, require_stage, write_atomic, write_json
+from lmlab.train.rl import entropy, masked_mean, masked_whiten
+from lmlab.train.stage import StageResult, settings_of, start_stage
 
 console = Console(stderr=True)
 
@@ -215,47 +207,58 @@ def train_ppo(
     show_progress: bool = True,
     score: ScoreFn | None = None,
     gold: GoldFn = gold_score,
-) -> dict[str, Any]:
+    resume: bool = False,
+) -> StageResult:
     """PPO from `sft_run` against the reward model in `reward_run`; `out` holds the policy run
     (loadable like any run) and `out/value` the value model.
 
     `score` replaces the reward model's score of a rollout (the value model still starts from
-    `reward_run`); `gold` is the hidden judge that is logged beside it."""
+    `reward_run`); `gold` is the hidden judge that is logged beside it. Both models are
+    checkpointed every `train.ckpt_every` iterations (10 when unset) with the KL controller's
+    state, so `resume` continues a killed run exactly. Under torchrun each rank rolls out its own
+    prompts and the logged statistics are averaged over ranks."""
     cfg.validate()
-    train.validate()
-    check_new_run_dir(out)
-    policy, tok, run_cfg = load_run(sft_run)
-    reward_model, rm_tok = load_reward_model(reward_run)
+    settings = settings_of(train=train, ppo=cfg, reward=reward_run)
+    stage = start_stage("ppo", out, train, settings, sft_run, resume, show_progress)
+    policy, tok, run_cfg = stage.load_base(sft_run)
+    reward_model, rm_tok = load_reward_model(reward_run, stage.device)
     if rm_tok.hf.to_str() != tok.hf.to_str():
         raise ValueError(f"reward model {reward_run} uses a different tokenizer from {sft_run}")
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     value_model = copy.deepcopy(reward_model)  # value model initialised from the reward model
     reward_model.requires_grad_(False)
     score_fn = score or (lambda ids, last: gather_at(reward_model(ids), last))
-    torch.manual_seed(train.seed)
 
     run_cfg.train = train
-    for d in (out, out / "value"):
-        write_run_files(d, run_cfg, tok)
+    stage.write_run_files(run_cfg, tok)
+    stage.write_run_files(run_cfg, tok, out / "value")
     train_p = copy.deepcopy(train)
     train_p.max_steps = cfg.iterations * cfg.epochs * -(-cfg.prompts_per_iter // cfg.minibatch)
-    p_trainer = Trainer(policy, train_p, out, show_progress=False)
-    v_trainer = Trainer(value_model, train_p, out / "value", show_progress=False)
-    kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target, cfg.kl_horizon)
-    engine = Engine(policy, tok, max_batch=cfg.prompts_per_iter)
+    p_trainer = stage.trainer(policy, train=train_p, show_progress=False)
+    v_trainer = stage.trainer(value_model, out / "value", train_p, show_progress=False)
+    start = int(p_trainer.resumed_state.get("iteration", 0))
+    kl_ctl = AdaptiveKL(
+        float(p_trainer.resumed_state.get("kl_beta", cfg.kl_beta)), cfg.kl_target, cfg.kl_horizon
+    )
+    if stage.resume and stage.is_main:
+        _truncate_samples(out / SAMPLES_FILE, start)
+    engine = Engine(policy, tok, max_batch=cfg.prompts_per_iter, device=stage.device)
+    rank, world_size = stage.dist.rank, stage.dist.world
     tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
-    problems = world_prompts(tasks, cfg.prompts_per_iter * cfg.iterations, train.seed)
-    rng = random.Random(train.seed)
+    problems = world_prompts(tasks, cfg.prompts_per_iter * cfg.iterations * world_size, train.seed)
     p_obj, v_obj = _policy_objective(cfg.temperature, cfg.clip), _value_objective(cfg.vf_clip)
+    ckpt_every = train.ckpt_every or 10
     last: dict[str, Any] = {}
-    for it in range(cfg.iterations):
-        chunk = problems[it * cfg.prompts_per_iter : (it + 1) * cfg.prompts_per_iter]
+    for it in range(start, cfg.iterations):
+        part = it * world_size + rank  # this rank's share of the iteration's prompts
+        chunk = problems[part * cfg.prompts_per_iter : (part + 1) * cfg.prompts_per_iter]
+        rng = random.Random(f"{train.seed}|{part}")  # which prompts ask for a worked solution
         prompts = [
             chat_prompt_ids(tok, world.prompt(p, rng.random() < cfg.step_by_step_fraction))
             for p in chunk
         ]
         params = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=train.seed + it
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=train.seed + part
         )
         t0 = time.perf_counter()
         comps = [c[0] for c in engine.generate(prompts, params)]
@@ -263,16 +266,17 @@ def train_ppo(
         ids, lengths = pad_rows(
             [p + c.token_ids for p, c in zip(prompts, comps, strict=True)], tok.pad_id
         )
-        prompt_lens = torch.tensor([len(p) for p in prompts])
+        ids, lengths = ids.to(stage.device), lengths.to(stage.device)
+        prompt_lens = torch.tensor([len(p) for p in prompts], device=stage.device)
         mask = response_mask(prompt_lens, lengths, ids.shape[1])
-        ended = torch.tensor([c.finish_reason == "stop" for c in comps])
-        with torch.no_grad():
+        ended = torch.tensor([c.finish_reason == "stop" for c in comps], device=stage.device)
+        with torch.no_grad(), stage.autocast():
             policy.eval()
             scored = rollout_logprobs(policy, ref, ids, cfg.temperature)
             old_logp = scored.logp
-            raw = score_fn(ids, lengths - 1)
+            raw = score_fn(ids, lengths - 1).float()
             penalised = penalise_unended(raw, ended, cfg.no_eos_penalty)
-            old_values = value_model(ids)[:, :-1] * mask
+            old_values = value_model(ids)[:, :-1].float() * mask
             # the penalty is the sampled log-ratio (Ziegler et al.'s reward); the logged KL is the
             # exact next-token KL summed along each response (never negative, see above)
             kl = (old_logp - scored.ref_logp) * mask
@@ -292,59 +296,106 @@ def train_ppo(
         for _ in range(cfg.epochs):
             order = torch.randperm(len(prompts))
             for lo in range(0, len(prompts), cfg.minibatch):
-                idx = order[lo : lo + cfg.minibatch]
+                idx = order[lo : lo + cfg.minibatch].to(stage.device)
                 mb = {k: v[idx] for k, v in batch.items()}
                 for k, v in {**p_trainer.step(p_obj, [mb]), **v_trainer.step(v_obj, [mb])}.items():
                     stats.setdefault(k, []).append(v)
         t3 = time.perf_counter()
-        mean_kl = float((scored.kl * mask).sum(1).mean())
         golds = [gold(p, c.text) for p, c in zip(chunk, comps, strict=True)]
+        rollout = p_trainer.all_reduce_mean(
+            {
+                "tokens": float(mask.sum()),
+                "score": float(raw.mean()),
+                "penalised_score": float(penalised.mean()),
+                "gold": sum(golds) / len(golds),
+                "kl": float((scored.kl * mask).sum(1).mean()),
+                "total_reward": float(rewards.sum(1).mean()),
+                "response_len": float((lengths - prompt_lens).float().mean()),
+                "end_rate": float(ended.float().mean()),
+            }
+        )
         row = {
             "step": it + 1,
-            "tokens": int(mask.sum()),
-            "score": float(raw.mean()),
-            "penalised_score": float(penalised.mean()),
-            "gold": sum(golds) / len(golds),
-            "kl": mean_kl,
-            "total_reward": float(rewards.sum(1).mean()),
+            **rollout,
+            "tokens": int(rollout["tokens"] * world_size),
             "kl_beta": kl_ctl.beta,
-            "response_len": float((lengths - prompt_lens).float().mean()),
-            "end_rate": float(ended.float().mean()),
             "time_generate_s": t1 - t0,
             "time_score_s": t2 - t1,
             "time_train_s": t3 - t2,
             **{k: sum(v) / len(v) for k, v in stats.items() if k not in ("lr", "grad_norm")},
         }
         row["train_loss"] = row.pop("loss", float("nan"))
-        kl_ctl.update(mean_kl, len(prompts))
+        kl_ctl.update(row["kl"], len(prompts) * world_size)
         p_trainer.log(row)
-        with (out / "samples.jsonl").open("a") as f:  # a few rollouts per iteration, to read
-            for i in range(min(2, len(chunk))):
-                sample = {
-                    "step": it + 1,
-                    "question": chunk[i].question,
-                    "response": comps[i].text,
-                    "ended": bool(ended[i]),
-                    "score": float(raw[i]),
-                    "gold": golds[i],
-                }
-                f.write(json.dumps(sample) + "\n")
+        if stage.is_main:
+            _write_samples(out / SAMPLES_FILE, it + 1, chunk, comps, ended, raw, golds)
+        done = it + 1
+        if done % ckpt_every == 0 or done == cfg.iterations:
+            state = {"iteration": done, "kl_beta": kl_ctl.beta}
+            p_trainer.save(state)
+            v_trainer.save(state)
         last = row
-        if show_progress:
+        if stage.show_progress:
             console.print(
-                f"iter {it + 1:>4}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
+                f"iter {done:>4}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
                 f"beta {row['kl_beta']:.3f}  reward {row['total_reward']:+.3f}  "
                 f"entropy {row.get('entropy', 0):.3f}  clipfrac {row.get('clipfrac', 0):.3f}  "
                 f"len {row['response_len']:.1f}  end {row['end_rate']:.2f}",
                 soft_wrap=True,  # one line per iteration, also in a log file
             )
-    p_trainer.save()
-    v_trainer.save()
-    plot_ppo_curves(out / "metrics.jsonl", out / "ppo_curves.png")
-    (out / "ppo.json").write_text(
-        json.dumps({"sft": str(sft_run), "reward": str(reward_run), "last": last}, indent=2) + "\n"
+    last = last or read_metrics(out)[-1]  # a resumed run that had already finished
+    if stage.is_main:
+        plot_ppo_curves(out / METRICS_FILE, out / "ppo_curves.png")
+        write_json(out / "ppo.json", {"sft": str(sft_run), "reward": str(reward_run), "last": last})
+    return stage.finish(last)
+
+
+def resume(out: Path, show_progress: bool = True) -> StageResult:
+    """Continue the PPO run in `out` (settings, SFT and reward runs from its stage.json)."""
+    record = require_stage(out, "ppo")
+    settings = record["settings"]
+    return train_ppo(
+        Path(record["base"]),
+        Path(settings["reward"]),
+        out,
+        build_config(TrainConfig, settings["train"]),
+        build_config(PPOConfig, settings["ppo"]),
+        show_progress,
+        resume=True,
     )
-    return last
+
+
+SAMPLES_FILE = "samples.jsonl"
+
+
+def _write_samples(
+    path: Path,
+    iteration: int,
+    chunk: list[Any],
+    comps: list[Any],
+    ended: Tensor,
+    raw: Tensor,
+    golds: list[float],
+) -> None:
+    """A few rollouts of the iteration, to read."""
+    with path.open("a") as f:
+        for i in range(min(2, len(chunk))):
+            sample = {
+                "step": iteration,
+                "question": chunk[i].question,
+                "response": comps[i].text,
+                "ended": bool(ended[i]),
+                "score": float(raw[i]),
+                "gold": golds[i],
+            }
+            f.write(json.dumps(sample) + "\n")
+
+
+def _truncate_samples(path: Path, iteration: int) -> None:
+    """Drop samples written after the checkpoint a resumed run restarts from."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= iteration]
+        write_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
 PPO_CURVES = (

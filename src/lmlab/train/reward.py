@@ -10,10 +10,8 @@ al. 2019): a PPO penalty or KL coefficient then means the same against any rewar
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,25 +19,16 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from lmlab.config import RunConfig, TrainConfig
+from lmlab.config import TrainConfig, build_config
 from lmlab.data.prefs import Pair, PrefsError, chat_prompt_ids, read_prefs, response_ids
 from lmlab.data.tokenizer import Tokenizer
-from lmlab.model.heads import ScalarHeadModel, gather_at, normalise_reward
+from lmlab.model.heads import ScalarHeadModel, normalise_reward
 from lmlab.model.moe import with_router_losses
-from lmlab.model.transformer import Transformer
-from lmlab.train.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    load_run,
-    write_run_files,
-)
-from lmlab.train.loop import Trainer, init_distributed
-from lmlab.train.pretrain import check_new_run_dir
-from lmlab.train.rl import pad_rows
+from lmlab.model.scoring import gather_at, pad_rows, score_rows
+from lmlab.runs import REWARD_FILE, require_stage, write_json
+from lmlab.train.stage import StageResult, settings_of, start_stage
 
 console = Console(stderr=True)
-REWARD_FILE = "reward.json"
 
 
 def bradley_terry(r_chosen: Tensor, r_rejected: Tensor) -> tuple[Tensor, Tensor]:
@@ -74,27 +63,6 @@ def bt_objective(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, di
     return with_router_losses(model, loss), {"accuracy": float(acc)}
 
 
-@torch.no_grad()
-def score_rows(model: nn.Module, rows: list[list[int]], pad_id: int, batch: int = 32) -> Tensor:
-    """Reward of each token-id row (read at its last token)."""
-    model.eval()
-    out = []
-    for i in range(0, len(rows), batch):
-        ids, lengths = pad_rows(rows[i : i + batch], pad_id)
-        out.append(gather_at(model(ids), lengths - 1))
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def load_reward_model(run_dir: Path) -> tuple[ScalarHeadModel, Tokenizer]:
-    """A reward model run written by `train_reward_model`."""
-    if not (run_dir / REWARD_FILE).is_file():
-        raise CheckpointError(f"{run_dir} is not a reward model run (no {REWARD_FILE})")
-    cfg = RunConfig.load(run_dir / "config.json")
-    model = ScalarHeadModel(Transformer(cfg.model))
-    load_checkpoint(latest_checkpoint(run_dir), model)
-    return model.eval(), Tokenizer.load(run_dir / "tokenizer.json")
-
-
 def train_reward_model(
     sft_run: Path,
     data: Path,
@@ -102,11 +70,14 @@ def train_reward_model(
     train: TrainConfig,
     val_fraction: float = 0.1,
     show_progress: bool = True,
-) -> dict[str, Any]:
+    resume: bool = False,
+) -> StageResult:
     """Train a Bradley-Terry reward model from `sft_run` on preference pairs in `data`."""
-    train.validate()
-    check_new_run_dir(out)
-    trunk, tok, cfg = load_run(sft_run)
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val fraction must be in (0, 1), got {val_fraction}")
+    settings = settings_of(train=train, data=data, val_fraction=val_fraction)
+    stage = start_stage("rm", out, train, settings, sft_run, resume, show_progress)
+    trunk, tok, cfg = stage.load_base(sft_run)
     pairs = read_prefs(data)
     rows = encode_pairs(tok, pairs, cfg.model.context_length)
     if len(rows) < 4:
@@ -116,15 +87,13 @@ def train_reward_model(
     n_val = max(2, int(len(rows) * val_fraction))
     val = [rows[i] for i in order[:n_val]]
     train_rows = [rows[i] for i in order[n_val:]]
-    _, device = init_distributed(train.device)
-    torch.manual_seed(train.seed)
     model = ScalarHeadModel(trunk.train())
     cfg.train = train
-    write_run_files(out, cfg, tok)
-    trainer = Trainer(model, train, out, device=device, show_progress=show_progress)
+    stage.write_run_files(cfg, tok)
+    trainer = stage.trainer(model)
 
     def batch(step: int, micro: int) -> dict[str, Tensor]:
-        rng = np.random.default_rng([train.seed, step, micro])
+        rng = np.random.default_rng([train.seed, step, micro, stage.dist.rank])
         pick = rng.integers(0, len(train_rows), train.batch_size)
         return pair_batch([train_rows[i] for i in pick], tok.pad_id)
 
@@ -136,20 +105,28 @@ def train_reward_model(
 
     # held-out accuracy against the "longer answer wins" baseline (the issue's) and its mirror,
     # and on the pairs where length does not give the answer away (chosen not the shorter one)
-    sc = score_rows(model, [c for c, _ in val], tok.pad_id)
-    sr = score_rows(model, [r for _, r in val], tok.pad_id)
+    with stage.autocast():
+        sc = score_rows(model, [c for c, _ in val], tok.pad_id).cpu()
+        sr = score_rows(model, [r for _, r in val], tok.pad_id).cpu()
     right = (sc > sr).float()
     accuracy = float(right.mean())
     longer = float(np.mean([len(c) > len(r) for c, r in val]))
     not_shorter = torch.tensor([len(c) >= len(r) for c, r in val])
     shorter = 1.0 - float(not_shorter.float().mean())
     acc_not_shorter = float(right[not_shorter].mean()) if not_shorter.any() else None
-    # normalise: responses sampled from the SFT policy score mean 0, std 1
-    everything = [c for c, _ in train_rows] + [r for _, r in train_rows]
-    raw = score_rows(model, everything, tok.pad_id)
-    offset, std = float(raw.mean()), float(raw.std(unbiased=False))
-    normalise_reward(model, offset, std)
-    trainer.save()
+
+    # normalise: responses sampled from the SFT policy score mean 0, std 1 (measured once, on
+    # the trained head: a resume after this point must not normalise twice)
+    def moments() -> list[float]:
+        everything = [c for c, _ in train_rows] + [r for _, r in train_rows]
+        with stage.autocast():
+            raw = score_rows(model, everything, tok.pad_id)
+        return [float(raw.mean()), float(raw.std(unbiased=False))]
+
+    offset, std = stage.once("reward_moments", moments)
+    if not trainer.resumed_state.get("normalised"):  # the saved head may be normalised already
+        normalise_reward(model, offset, std)
+        trainer.save({"normalised": True})
     summary = {
         "kind": "reward",
         "sft": str(sft_run),
@@ -164,15 +141,31 @@ def train_reward_model(
         "offset": offset,
         "std": std,
     }
-    (out / REWARD_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(
-        f"held-out accuracy {accuracy:.3f} (longer-answer baseline {longer:.3f}, shorter-answer "
-        f"{shorter:.3f}) on {len(val)} pairs"
-        + (
-            f"; {acc_not_shorter:.3f} on the {int(not_shorter.sum())} whose chosen answer is not "
-            "the shorter"
-            if acc_not_shorter is not None
-            else ""
+    if stage.is_main:
+        write_json(out / REWARD_FILE, summary)
+        console.print(
+            f"held-out accuracy {accuracy:.3f} (longer-answer baseline {longer:.3f}, "
+            f"shorter-answer {shorter:.3f}) on {len(val)} pairs"
+            + (
+                f"; {acc_not_shorter:.3f} on the {int(not_shorter.sum())} whose chosen answer "
+                "is not the shorter"
+                if acc_not_shorter is not None
+                else ""
+            )
         )
+    return stage.finish(summary)
+
+
+def resume(out: Path, show_progress: bool = True) -> StageResult:
+    """Continue the reward-model run in `out` (settings and SFT run from its stage.json)."""
+    record = require_stage(out, "rm")
+    settings = record["settings"]
+    return train_reward_model(
+        Path(record["base"]),
+        Path(settings["data"]),
+        out,
+        build_config(TrainConfig, settings["train"]),
+        float(settings["val_fraction"]),
+        show_progress,
+        resume=True,
     )
-    return summary

@@ -1,27 +1,12 @@
-"""Shared pieces of the preference and RL objectives (PPO, DPO, GRPO) and of sequence scoring
-(evaluation's gold log-likelihood): padding, per-token log-probs, masked statistics and KL
-estimators.
-
-Conventions: a batch row is `prompt + response` token ids [B, T]; `mask` [B, T-1] is 1 on the
-positions whose *next* token is a response token (the tokens the policy chose), aligned with
-`token_logprobs`, which scores token t+1 from the logits at t.
-"""
+"""Shared pieces of the RL objectives (PPO, GRPO): entropy, masked statistics and KL
+estimators. Padding, masks and per-token log-probabilities are `lmlab.model.scoring`'s (they
+serve evaluation too)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-
-def token_logprobs(logits: Tensor, ids: Tensor, temperature: float = 1.0) -> Tensor:
-    """log p(ids[:, t+1] | ids[:, :t+1]) for t in 0..T-2, in float32 -> [B, T-1].
-
-    `temperature` divides the logits first: PPO must score tokens under the same distribution
-    it sampled them from (a sampling temperature left out of the forward pass biases the ratio).
-    """
-    logits = logits[:, :-1].float() / temperature
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(-1)
+from torch import Tensor
 
 
 def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -58,24 +43,3 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k1") -> Tensor:
     if kind == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"unknown KL estimator {kind!r}; choose k1, k2 or k3")
-
-
-def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-padded ids [B, T] and each row's length [B] (causal models ignore the padding)."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return ids, torch.tensor([len(r) for r in rows])
-
-
-def response_mask(prompt_lens: Tensor, lengths: Tensor, width: int) -> Tensor:
-    """[B, width - 1] mask aligned with `token_logprobs`: 1 where the next token is a response
-    token (positions prompt_len - 1 .. length - 2)."""
-    pos = torch.arange(width - 1)[None]
-    return ((pos >= prompt_lens[:, None] - 1) & (pos < lengths[:, None] - 1)).float()
-
-
-def sequence_logprobs(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    """Sum of the response tokens' log-probs per row [B] (mask from `response_mask`)."""
-    return (token_logprobs(model(ids), ids) * mask).sum(-1)

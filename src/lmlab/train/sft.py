@@ -26,13 +26,16 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from lmlab.config import RunConfig, SFTConfig, TrainConfig
+from lmlab.config import RunConfig, SFTConfig, TrainConfig, build_config
+from lmlab.data import world
+from lmlab.data.corpora import load_corpus
 from lmlab.data.jsonl import read_jsonl
+from lmlab.data.shards import Batches, build_shards
 from lmlab.data.tokenizer import ROLES, Message, Tokenizer
 from lmlab.model.moe import with_router_losses
-from lmlab.train.checkpoint import load_run, write_run_files
-from lmlab.train.loop import Trainer, init_distributed
-from lmlab.train.pretrain import check_new_run_dir, next_token_loss
+from lmlab.runs import require_stage, write_json
+from lmlab.train.pretrain import next_token_loss
+from lmlab.train.stage import StageResult, settings_of, start_stage
 
 console = Console(stderr=True)
 
@@ -83,8 +86,6 @@ def world_chats(
 ) -> list[list[Message]]:
     """`n` chats on train-split world problems: direct answers, or worked solutions when the
     user asks to think step by step ('both': each chat picks one at random)."""
-    from lmlab.data import world
-
     if style not in ("both", "direct", "cot"):
         raise SFTDataError(f"style must be both, direct or cot, got {style!r}")
     names = tasks or list(world.FAMILIES)
@@ -254,17 +255,21 @@ def load_sft_chats(cfg: SFTConfig) -> list[list[Message]]:
 
 
 def sft(
-    base: Path, out: Path, train: TrainConfig, cfg: SFTConfig, show_progress: bool = True
-) -> dict[str, float]:
-    """Fine-tune the latest checkpoint of run `base` on chats into a new run directory `out`."""
+    base: Path,
+    out: Path,
+    train: TrainConfig,
+    cfg: SFTConfig,
+    show_progress: bool = True,
+    resume: bool = False,
+) -> StageResult:
+    """Fine-tune the latest checkpoint of run `base` on chats into a new run directory `out`
+    (with `resume`: continue the SFT run in `out` from its latest checkpoint)."""
     cfg.validate()
-    train.validate()
-    check_new_run_dir(out)
-    model, tok, base_cfg = load_run(base)
+    settings = settings_of(train=train, sft=cfg)
+    stage = start_stage("sft", out, train, settings, base, resume, show_progress)
+    model, tok, base_cfg = stage.load_base(base)
     context = base_cfg.model.context_length
-    rank_info, device = init_distributed(train.device)
-    rank, world = rank_info.rank, rank_info.world
-    torch.manual_seed(train.seed)
+    rank, world = stage.dist.rank, stage.dist.world
 
     train_chats, val_chats = split_chats(load_sft_chats(cfg), cfg.val_fraction, cfg.seed)
     examples = encode_chats(tok, train_chats)
@@ -272,7 +277,7 @@ def sft(
     val_rows = pack(encode_chats(tok, val_chats), context, tok.pad_id, cfg.pack, cfg.seed)
     if len(chats) == 0 or len(val_rows) == 0:
         raise SFTDataError(f"no chat fits the context length {context} tokens; shorten the chats")
-    if chats.dropped or val_rows.dropped:
+    if (chats.dropped or val_rows.dropped) and stage.is_main:
         console.print(
             f"[yellow]left out {chats.dropped + val_rows.dropped} chats longer than "
             f"{context + 1} tokens"
@@ -280,13 +285,10 @@ def sft(
 
     replay_train = replay_val = None
     if cfg.replay > 0 or cfg.pretrain_eval:
-        from lmlab.data.corpora import load_corpus
-        from lmlab.data.shards import Batches, build_shards
-
         corpus = load_corpus(
             base_cfg.data.corpus, base_cfg.data.val_fraction, base_cfg.data.text_field
         )
-        shards = build_shards(corpus, tok, show_progress=show_progress)
+        shards = build_shards(corpus, tok, show_progress=stage.show_progress)
         replay_train = Batches(shards.train, context, train.seed)
         replay_val = Batches(shards.val, context, train.seed)
 
@@ -295,8 +297,7 @@ def sft(
         batches = replay_val.eval_batches(train.eval_iters, train.batch_size, rank, world)
         return trainer.evaluate(next_token_loss, batches)
 
-    if rank_info.is_main:
-        write_run_files(out, RunConfig(model=base_cfg.model, train=train, data=base_cfg.data), tok)
+    stage.write_run_files(RunConfig(model=base_cfg.model, train=train, data=base_cfg.data), tok)
     info: dict[str, Any] = {
         "base": str(base),
         "sft": asdict(cfg),
@@ -306,9 +307,10 @@ def sft(
         "dropped_chats": chats.dropped + val_rows.dropped,
         "assistant_tokens": sum(sum(m) for _, m in chats.examples),
     }
-    trainer = Trainer(model, train, out, rank_info, device, show_progress)
+    trainer = stage.trainer(model)
     if replay_val is not None:
-        info["pretrain_val_loss_before"] = pretrain_val_loss()
+        # measured on the base weights before the first step; a resume reads it back
+        info["pretrain_val_loss_before"] = stage.once("pretrain_val_loss_before", pretrain_val_loss)
 
     def batch(step: int, micro: int) -> dict[str, Tensor]:
         rows = chats.batch(step, micro, train.batch_size, rank)
@@ -328,23 +330,38 @@ def sft(
             for i in range(rank * bs, n, world * bs)
         ]
 
-    if rank_info.is_main:
+    if stage.is_main:
         console.print(
             f"[bold]lmlab sft[/] {base} -> {out}  data={cfg.data}  "
             f"{len(train_chats):,} chats ({info['assistant_tokens']:,} assistant tokens), "
-            f"{len(val_chats):,} val chats  replay={cfg.replay}  device={device}"
+            f"{len(val_chats):,} val chats  replay={cfg.replay}  device={stage.device}"
+            + (f"  resuming at step {trainer.step_count}" if trainer.step_count else "")
         )
     tokens_per_step = train.batch_size * train.grad_accum * world * context
     last = trainer.fit(sft_objective(cfg.replay), batch, tokens_per_step, val_batches)
     if replay_val is not None:
         info["pretrain_val_loss_after"] = pretrain_val_loss()
         before, after = info["pretrain_val_loss_before"], info["pretrain_val_loss_after"]
-        if rank_info.is_main:
+        if stage.is_main:
             console.print(
                 f"pretraining val loss: before {before:.4f}  after {after:.4f}  "
                 f"({100 * (after - before) / before:+.1f}%)"
             )
     info["final"] = last
-    if rank_info.is_main:
-        (out / "sft.json").write_text(json.dumps(info, indent=2) + "\n")
-    return {**last, **{k: v for k, v in info.items() if k.startswith("pretrain_val")}}
+    if stage.is_main:
+        write_json(out / "sft.json", info)
+    return stage.finish({**last, **{k: v for k, v in info.items() if k.startswith("pretrain_val")}})
+
+
+def resume(out: Path, show_progress: bool = True) -> StageResult:
+    """Continue the SFT run in `out` (settings and base run from its stage.json)."""
+    record = require_stage(out, "sft")
+    settings = record["settings"]
+    return sft(
+        Path(record["base"]),
+        out,
+        build_config(TrainConfig, settings["train"]),
+        build_config(SFTConfig, settings["sft"]),
+        show_progress,
+        resume=True,
+    )
