@@ -1446,7 +1446,18 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "rlhf": (cmd_rlhf, "RLHF experiments: `rlhf overopt` (reward over-optimisation)"),
     "scaling": (cmd_scaling, "scaling-law sweeps: plan, run, fit (approaches 1-3), predict"),
     "serve": (cmd_serve, "OpenAI-compatible API server and web chat page"),
+    "run": (
+        lambda argv: _lab_command("run", argv),
+        "the whole life of a model, then its report card",
+    ),
+    "report": (lambda argv: _lab_command("report", argv), "rebuild a lab run's report card"),
 }
+
+
+def _lab_command(name: str, argv: list[str]) -> None:
+    import importlib
+
+    importlib.import_module(f"lmlab.commands.{name}").run(argv)
 
 
 def _usage() -> str:
