@@ -453,8 +453,8 @@ def _ledger(
         doc.h(2, "Compute ledger")
         doc.p(
             "Training FLOPs are tokens trained times 6 N_matmul plus attention (forward and "
-            "backward; RL stages count their response tokens, reward-model and DPO steps count none); "
-            "inference FLOPs are forward FLOPs with the prefill, over all questions."
+            "backward; PPO and GRPO count the response tokens they train on); inference FLOPs are "
+            "forward FLOPs with the prefill, over all questions."
         )
         doc.table(["stage", "kind", "tokens", "FLOPs"], rows)
 
