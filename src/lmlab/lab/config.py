@@ -133,16 +133,16 @@ class LabConfig:
 
 def _train(steps: int, lr: float, batch: int, **kw: Any) -> TrainConfig:
     """Loop settings of a fine-tuning or RL stage: a short cosine from `lr` to lr / 10."""
-    return TrainConfig(
-        max_steps=steps,
-        lr=lr,
-        min_lr=lr / 10,
-        warmup_steps=min(10, max(1, steps // 10)),
-        batch_size=batch,
-        eval_every=max(1, steps // 4),
-        eval_iters=4,
-        **kw,
-    )
+    settings: dict[str, Any] = {
+        "max_steps": steps,
+        "lr": lr,
+        "min_lr": lr / 10,
+        "warmup_steps": min(10, max(1, steps // 10)),
+        "batch_size": batch,
+        "eval_every": max(1, steps // 4),
+        "eval_iters": 4,
+    }
+    return TrainConfig(**{**settings, **kw})
 
 
 def _tiny() -> LabConfig:
@@ -188,7 +188,145 @@ def _tiny() -> LabConfig:
     )
 
 
-PRESETS: dict[str, LabConfig] = {"tiny": _tiny()}
+def _world_model(steps: int, corpus: str, **train: Any) -> RunConfig:
+    """The world preset's model (lmlab.config's `small`: 4 x 128, characters, context 512)
+    pretrained for `steps` steps of 16 x 512 characters."""
+    return RunConfig(
+        model=ModelConfig(context_length=512, n_layer=4, n_head=4, d_model=128),
+        train=TrainConfig(
+            batch_size=16,
+            max_steps=steps,
+            lr=3e-3,
+            min_lr=3e-4,
+            warmup_steps=max(10, steps // 20),
+            eval_every=max(50, steps // 4),
+            eval_iters=10,
+            **train,
+        ),
+        data=DataConfig(corpus=corpus, tokenizer="char"),
+    )
+
+
+def _demo() -> LabConfig:
+    """A few minutes on 2 CPU cores: every stage once, small enough to wait for."""
+    return LabConfig(
+        name="demo",
+        pretrain=_world_model(400, "world:n=30000"),
+        sft=SFTConfig(n_world=8000, replay=0.2),
+        sft_train=_train(120, 1e-3, 16, eval_iters=5),
+        prefs=PrefsSettings(n_prompts=160, k=4, max_new_tokens=96),
+        rm_train=_train(60, 1e-4, 16),
+        ppo=PPOConfig(prompts_per_iter=16, iterations=8, minibatch=8, max_new_tokens=96),
+        ppo_train=_train(1, 3e-5, 1, ckpt_every=4),
+        grpo=GRPOConfig(task="arith:1", k=4, prompts_per_step=4, max_new_tokens=96, eval_n=50),
+        grpo_train=_train(8, 3e-5, 1, ckpt_every=4),
+        eval=EvalSettings(
+            tasks=["arith:3:op=add", "strings"],
+            icl_shots=[0, 8],
+            n=100,
+            val_iters=5,
+            judge_tasks=["chain", "strings"],
+            judge_n=100,
+            judge_max_new_tokens=96,
+        ),
+        reason=ReasonSettings(task="arith:3:op=add", strategies=["direct", "cot", "sc@4"], n=50),
+        minutes={
+            "tokenizer": 0.3,
+            "pretrain": 4.5,
+            "moe": 0,
+            "sft": 1.5,
+            "prefs": 0.5,
+            "rm": 0.4,
+            "ppo": 1.0,
+            "grpo": 0.5,
+            "eval": 1.5,
+            "reason": 1.0,
+        },
+    )
+
+
+def _cpu() -> LabConfig:
+    """About an hour on 2 CPU cores: the runs the documentation quotes."""
+    return LabConfig(
+        name="cpu",
+        pretrain=_world_model(2000, "world"),
+        moe=None,
+        sft=SFTConfig(n_world=40000, replay=0.2),
+        sft_train=_train(560, 1e-3, 16, eval_every=140, eval_iters=10),
+        prefs=PrefsSettings(n_prompts=2000, k=4, max_new_tokens=160),
+        rm_train=_train(150, 1e-4, 16),
+        ppo=PPOConfig(
+            prompts_per_iter=32, iterations=80, max_new_tokens=160, kl_target=6.0, kl_horizon=320
+        ),
+        ppo_train=_train(1, 5e-5, 1, ckpt_every=10),
+        dpo_train=_train(100, 5e-5, 16),
+        grpo=GRPOConfig(task="arith:3:op=add", max_new_tokens=300, eval_n=200),
+        grpo_train=_train(60, 3e-5, 1, ckpt_every=10),
+        eval=EvalSettings(
+            tasks=["arith:3:op=add", "strings", "chain"],
+            icl_shots=[0, 1, 2, 4, 8],
+            n=500,
+            judge_tasks=["chain", "strings"],
+            judge_n=300,
+        ),
+        reason=ReasonSettings(
+            task="arith:3:op=add", strategies=["direct", "cot", "sc@8", "tot", "adaptive"], n=100
+        ),
+        scaling=PlanConfig(
+            corpus="world:n=20000",
+            tokenizer="char",
+            budgets="1e12,3e12,1e13",
+            sizes=4,
+            context_length=128,
+        ),
+        minutes={
+            "tokenizer": 0.5,
+            "pretrain": 28,
+            "sft": 9.5,
+            "prefs": 4,
+            "rm": 2.5,
+            "ppo": 6,
+            "dpo": 2,
+            "grpo": 6,
+            "eval": 6,
+            "reason": 4,
+            "scaling": 6,
+        },
+    )
+
+
+def _gpu() -> LabConfig:
+    """One 80-140 GB GPU, bf16 autocast and torch.compile: a wider, deeper world model (not yet
+    measured on a GPU: the sizes are a starting point)."""
+    cfg = _cpu()
+    cfg.name = "gpu"
+    cfg.pretrain = RunConfig(
+        model=ModelConfig(context_length=512, n_layer=12, n_head=8, d_model=512),
+        train=TrainConfig(
+            batch_size=64,
+            max_steps=20000,
+            lr=2e-3,
+            min_lr=2e-4,
+            warmup_steps=500,
+            eval_every=2000,
+            eval_iters=20,
+            compile=True,
+        ),
+        data=DataConfig(corpus="world:n=1000000", tokenizer="char"),
+    )
+    cfg.moe = MoEConfig(n_experts=8, top_k=2)
+    cfg.sft = SFTConfig(n_world=200000, replay=0.2)
+    cfg.sft_train = _train(3000, 5e-4, 64, eval_every=500, compile=True)
+    cfg.minutes = {}
+    return cfg
+
+
+PRESETS: dict[str, LabConfig] = {
+    "demo": _demo(),
+    "cpu": _cpu(),
+    "gpu": _gpu(),
+    "tiny": _tiny(),
+}
 
 
 def preset(name: str) -> LabConfig:
