@@ -35,13 +35,11 @@ class _OracleEngine:
 
 
 def _oracle(tok, spec: str, n: int, cot: bool, corrupt: bool = False) -> _OracleEngine:
-    from lmlab.eval.harness import chat_prompt
-
     name, knobs = world.parse_task(spec)
     replies = {}
     for p in world.generate(name, n, seed=0, split="test", **knobs):
         reply = world.response(p, cot)
-        replies[tuple(chat_prompt(tok, p, cot))] = reply + ("1" if corrupt else "")
+        replies[tuple(world.prompt_ids(tok, p, cot))] = reply + ("1" if corrupt else "")
     return _OracleEngine(replies)
 
 
