@@ -10,6 +10,7 @@ import pytest
 
 from lmlab.cli import main
 from lmlab.data import world
+from lmlab.data.world.countdown import solve
 from lmlab.eval.harness import evaluate, print_table, score
 from lmlab.model.load import load_run
 
@@ -68,8 +69,6 @@ def test_corrupted_answers_get_partial_credit(tiny_run: Path) -> None:
 
 
 def test_score_uses_the_verifier_for_countdown() -> None:
-    from lmlab.data.world.countdown import solve
-
     p = world.generate("countdown", 1, seed=3, numbers=3)[0]
     other = solve(p.data["numbers"], p.data["target"])
     assert other is not None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from lmlab.data import world
 from lmlab.data.world import STEP_BY_STEP, Problem
 from lmlab.infer.engine import SamplingParams
 from lmlab.reason.base import FlopModel, Ledger, ReasonError, Result, is_correct
@@ -129,8 +130,6 @@ def test_dfs_prunes_and_stops_at_the_first_accepted_answer() -> None:
 
 
 def test_verifier_evaluator_needs_a_task_with_a_verifier() -> None:
-    from lmlab.data import world
-
     arith = world.generate("arith", 2, digits=2)
     with pytest.raises(ReasonError, match="verifier"):
         make_evaluator("verifier", arith)
