@@ -916,7 +916,7 @@ class PrefsArgs:
 
 def cmd_prefs(argv: list[str]) -> None:
     args = tyro.cli(PrefsArgs, args=argv, prog="lmlab prefs")
-    from lmlab.data.prefs import generate_prefs
+    from lmlab.eval.annotate import generate_prefs
 
     if args.annotator != "world":
         raise ValueError(
@@ -970,7 +970,7 @@ class LabelArgs:
 
 def cmd_label(argv: list[str]) -> None:
     args = tyro.cli(LabelArgs, args=argv, prog="lmlab label")
-    from lmlab.data.label import label_session
+    from lmlab.eval.annotate import label_session
 
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     counts = label_session(args.run, args.out, args.n, tasks, args.seed, args.max_new_tokens)

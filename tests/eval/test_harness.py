@@ -10,6 +10,7 @@ import pytest
 
 from lmlab.cli import main
 from lmlab.data import world
+from lmlab.data.world.countdown import solve
 from lmlab.eval.harness import evaluate, print_table, score
 from lmlab.model.load import load_run
 
@@ -35,13 +36,11 @@ class _OracleEngine:
 
 
 def _oracle(tok, spec: str, n: int, cot: bool, corrupt: bool = False) -> _OracleEngine:
-    from lmlab.eval.harness import chat_prompt
-
     name, knobs = world.parse_task(spec)
     replies = {}
     for p in world.generate(name, n, seed=0, split="test", **knobs):
         reply = world.response(p, cot)
-        replies[tuple(chat_prompt(tok, p, cot))] = reply + ("1" if corrupt else "")
+        replies[tuple(world.prompt_ids(tok, p, cot))] = reply + ("1" if corrupt else "")
     return _OracleEngine(replies)
 
 
@@ -70,8 +69,6 @@ def test_corrupted_answers_get_partial_credit(tiny_run: Path) -> None:
 
 
 def test_score_uses_the_verifier_for_countdown() -> None:
-    from lmlab.data.world.countdown import solve
-
     p = world.generate("countdown", 1, seed=3, numbers=3)[0]
     other = solve(p.data["numbers"], p.data["target"])
     assert other is not None

@@ -59,17 +59,13 @@ def test_bon_kl() -> None:
 
 
 @pytest.mark.slow
-def test_run_overopt_end_to_end(
-    chat_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_run_overopt_end_to_end(chat_run: Path, tmp_path: Path) -> None:
     # A random model's replies all tie under the real gold judge (wrong, same length); a
-    # deterministic stand-in judge exercises the plumbing. gold_score has its own tests. The
-    # arms take it as an argument; the preference labels come from `generate_prefs`, which has
-    # no judge argument, so that one is patched.
+    # deterministic stand-in judge, given as `gold`, exercises the plumbing: it labels the
+    # proxy's preference pairs and scores both arms. The world's gold judge has its own tests.
     def fake_gold(problem: object, response: str) -> float:
         return (sum(map(ord, response)) % 97) / 97
 
-    monkeypatch.setattr("lmlab.data.prefs.gold_score", fake_gold)
     ppo = PPOConfig(
         tasks="arith:1",
         prompts_per_iter=4,

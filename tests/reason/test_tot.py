@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from lmlab.data import world
 from lmlab.data.world import STEP_BY_STEP, Problem
 from lmlab.infer.engine import SamplingParams
 from lmlab.reason.base import FlopModel, Ledger, ReasonError, Result, is_correct
@@ -16,7 +17,6 @@ from lmlab.reason.tot import (
     Node,
     ValueEvaluator,
     bfs,
-    countdown_steps_valid,
     dfs,
     make_evaluator,
     parse_value,
@@ -129,16 +129,7 @@ def test_dfs_prunes_and_stops_at_the_first_accepted_answer() -> None:
     assert "3 - 2 = 2" not in gen.expanded
 
 
-def test_countdown_step_checks() -> None:
-    assert countdown_steps_valid(TOY, ["2 * 3 = 6", "6 * 4 = 24"])
-    assert not countdown_steps_valid(TOY, ["2 * 3 = 7"])  # wrong arithmetic
-    assert not countdown_steps_valid(TOY, ["2 * 2 = 4"])  # uses 2 twice
-    assert not countdown_steps_valid(TOY, ["two times three"])
-
-
 def test_verifier_evaluator_needs_a_task_with_a_verifier() -> None:
-    from lmlab.data import world
-
     arith = world.generate("arith", 2, digits=2)
     with pytest.raises(ReasonError, match="verifier"):
         make_evaluator("verifier", arith)
@@ -149,9 +140,14 @@ def test_verifier_evaluator_needs_a_task_with_a_verifier() -> None:
     assert make_evaluator("verifier", [TOY]) is verifier_evaluator
 
 
-def test_countdown_dead_end_when_the_last_number_misses() -> None:
-    assert not countdown_steps_valid(TOY, ["2 + 3 = 5", "5 * 4 = 20"])
-    assert countdown_steps_valid(TOY, ["2 * 3 = 6", "6 * 4 = 24"])
+def test_verifier_evaluator_uses_the_family_step_checker_or_none() -> None:
+    arith = Problem("arith", "What is 2 + 3?", "5", "", "2+3")
+    good, bad = Node().child("2 * 3 = 6", 0.0, 5, False), Node().child("2 * 3 = 7", 0.0, 5, False)
+    right, wrong = Node().child("Answer: 5", 0.0, 3, True), Node().child("Answer: 6", 0.0, 3, True)
+    values = verifier_evaluator(_ledger(None), [TOY, arith], [(0, [good, bad]), (1, [bad, right])])
+    # countdown checks the steps; arith has no step checker: an open state is worth 0.5
+    assert values == [[1.0, 0.0], [0.5, 1.0]]
+    assert verifier_evaluator(_ledger(None), [arith], [(0, [wrong])]) == [[0.0]]
 
 
 # --- the model-judged evaluators ----------------------------------------------------------------

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 
 from lmlab.config import GRPOConfig, TrainConfig
 from lmlab.data import world
-from lmlab.eval.harness import chat_prompt
 from lmlab.model.load import load_run
 from lmlab.model.transformer import Transformer
 from lmlab.runs import read_metrics
@@ -105,7 +104,7 @@ def rewarded_probability(run: Path, problems: list[world.Problem]) -> float:
     chars = [tok.encode(c)[0] for c in REWARDED]
     with torch.no_grad():
         probs = [
-            model(torch.tensor([chat_prompt(tok, p, True)]))[0, -1].softmax(-1)[chars].sum()
+            model(torch.tensor([world.prompt_ids(tok, p, True)]))[0, -1].softmax(-1)[chars].sum()
             for p in problems
         ]
     return float(torch.stack(probs).mean())

@@ -20,13 +20,14 @@ from rich.table import Table
 from torch import nn
 
 from lmlab.data import world
-from lmlab.data.tokenizer import Message, Tokenizer
+from lmlab.data.tokenizer import Tokenizer
 from lmlab.eval.metrics import (
     char_accuracy,
     exact_match,
     gold_logprobs,
     normalized_edit_distance,
 )
+from lmlab.infer import Engine, SamplingParams
 
 STRATEGIES = ("direct", "cot")
 
@@ -38,23 +39,17 @@ def check_strategy(strategy: str) -> bool:
     return strategy == "cot"
 
 
-def chat_prompt(tok: Tokenizer, problem: world.Problem, step_by_step: bool) -> list[int]:
-    """Token ids of the one-turn chat asking `problem`, ending with the assistant role token."""
-    msg: Message = {"role": "user", "content": world.prompt(problem, step_by_step)}
-    return tok.encode_chat([msg], add_generation_prompt=True)[0]
-
-
 def score(problem: world.Problem, completion: str) -> dict[str, Any]:
-    """Metrics of one completion against its problem's gold answer."""
+    """Metrics of one completion graded by its problem's family: the verdict, and the string
+    metrics of the normalised answer against the normalised gold one."""
     fam = world.family(problem.task)
-    extracted = world.extract_answer(completion)
-    pred, gold = fam.normalize(extracted), fam.normalize(problem.answer)
+    g = fam.grade(problem, completion)
     return {
-        "correct": float(fam.check(problem, extracted)),
-        "exact_match": exact_match(pred, gold),
-        "char_accuracy": char_accuracy(pred, gold, right_align=fam.numeric),
-        "edit_distance": normalized_edit_distance(pred, gold),
-        "extracted": extracted,
+        "correct": float(g.correct),
+        "exact_match": exact_match(g.pred, g.gold),
+        "char_accuracy": char_accuracy(g.pred, g.gold, right_align=fam.numeric),
+        "edit_distance": normalized_edit_distance(g.pred, g.gold),
+        "extracted": g.extracted,
     }
 
 
@@ -71,12 +66,10 @@ def evaluate_task(
     n_examples: int = 3,
 ) -> dict[str, Any]:
     """Metrics of one task spec (averages over `n` test problems) and a few example outputs."""
-    from lmlab.infer import SamplingParams
-
     cot = check_strategy(strategy)
     name, knobs = world.parse_task(spec)
     problems = world.generate(name, n, seed=seed, split="test", **knobs)
-    prompts = [chat_prompt(tok, p, cot) for p in problems]
+    prompts = [world.prompt_ids(tok, p, cot) for p in problems]
     golds = [[*tok.encode(world.response(p, cot)), tok.end_id] for p in problems]
     context = model.cfg.context_length
     room = context - max(map(len, prompts))
@@ -145,8 +138,6 @@ def evaluate(
     for spec in tasks:  # fail on a bad spec before any generation
         world.parse_task(spec)
     if engine is None:
-        from lmlab.infer import Engine
-
         engine = Engine(model, tok, max_batch=batch_size)
     t0 = time.perf_counter()
     results = {

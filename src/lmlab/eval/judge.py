@@ -1,7 +1,7 @@
 """Win rate of one run against a baseline, judged by the world's gold preference.
 
-For each test-split prompt both runs answer (greedy by default, through the one engine); the
-world judge (`lmlab.data.prefs.gold_score`: correctness first, then a final answer line and
+For each test-split prompt both runs answer (greedy by default, through the one engine); a judge
+(by default the world's, `world.gold_score`: correctness first, then a final answer line and
 brevity) scores both answers; a win counts 1, a tie 1/2. The report includes a 95% normal
 interval, so a 65% target can be told apart from noise: the win rate is the mean of per-prompt
 scores in {0, 1/2, 1}, whose variance is estimated from the scores themselves (with ties it is
@@ -10,19 +10,24 @@ below rate * (1 - rate), the variance of a 0/1 outcome).
 A strict judge calls any gold difference a win, however small: a wrong answer one character
 shorter than another wrong answer wins. The report therefore also gives the win rate with
 differences below the annotator's margin (`lmlab.data.prefs.DEFAULT_MARGIN`, 40 characters of
-brevity) counted as ties, and how often each run was right, so that a win made of brevity alone
-can be told apart from a win made of right answers.
+brevity) counted as ties, and how often each run was right (the verifier's verdict), so that a
+win made of brevity alone can be told apart from a win made of right answers.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmlab.data.prefs import DEFAULT_MARGIN, gold_score
+from lmlab.data import world
+from lmlab.data.prefs import DEFAULT_MARGIN, world_prompts
+from lmlab.infer import Engine, SamplingParams
+
+Judge = Callable[[world.Problem, str], float]
+"""A score of an answer to a world problem; the higher-scored answer wins."""
 
 
 def tally(run: Sequence[float], baseline: Sequence[float], margin: float = 0.0) -> dict[str, Any]:
@@ -51,20 +56,18 @@ def tally(run: Sequence[float], baseline: Sequence[float], margin: float = 0.0) 
 
 
 def judge_answers(
-    problems: Sequence[Any],
+    problems: Sequence[world.Problem],
     run_answers: Sequence[str],
     baseline_answers: Sequence[str],
     margin: float = DEFAULT_MARGIN,
+    judge: Judge = world.gold_score,
 ) -> dict[str, Any]:
-    """The gold-judged report on two runs' answers to the same world problems: strict win rate,
-    the same with differences up to `margin` as ties (`at_margin`), mean gold and accuracy."""
-    scores = [
-        [gold_score(p, a) for p, a in zip(problems, answers, strict=True)]
-        for answers in (run_answers, baseline_answers)
-    ]
+    """The judged report on two runs' answers to the same world problems: strict win rate, the
+    same with differences up to `margin` as ties (`at_margin`), mean score and accuracy."""
+    answer_sets = (run_answers, baseline_answers)
+    scores = [[judge(p, a) for p, a in zip(problems, ans, strict=True)] for ans in answer_sets]
     n = len(problems)
-    # gold = correct + at most 0.4 of style, so an answer is right exactly when gold >= 1
-    correct = [sum(g >= 1.0 for g in run_scores) / n for run_scores in scores]
+    correct = [sum(map(world.reward, problems, ans)) / n for ans in answer_sets]  # the verdicts
     return {
         "n": n,
         **tally(*scores),
@@ -86,27 +89,26 @@ def win_rate(
     max_new_tokens: int = 96,
     step_by_step_fraction: float = 0.5,
     margin: float = DEFAULT_MARGIN,
+    judge: Judge = world.gold_score,
 ) -> dict[str, Any]:
-    """Gold-judged win rate of `run` over `baseline` on `n` test prompts of `tasks`: strict,
-    and with gold differences up to `margin` counted as ties (`at_margin`)."""
-    from lmlab.data import world
-    from lmlab.data.prefs import chat_prompt_ids, world_prompts
-    from lmlab.infer import Engine, SamplingParams
-
+    """Judged win rate of `run` over `baseline` on `n` test prompts of `tasks`: strict, and
+    with score differences up to `margin` counted as ties (`at_margin`)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     problems = world_prompts(tasks, n, seed, split="test")
     rng = random.Random(seed)
-    questions = [world.prompt(p, rng.random() < step_by_step_fraction) for p in problems]
+    cot = [rng.random() < step_by_step_fraction for _ in problems]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     answers = []
     for path in (run, baseline):
         engine = Engine.from_checkpoint(path)
-        outs = engine.generate([chat_prompt_ids(engine.tokenizer, q) for q in questions], params)
-        answers.append([o[0].text for o in outs])
+        prompts = [
+            world.prompt_ids(engine.tokenizer, p, c) for p, c in zip(problems, cot, strict=True)
+        ]
+        answers.append([o[0].text for o in engine.generate(prompts, params)])
     return {
         "run": str(run),
         "baseline": str(baseline),
         "tasks": tasks,
-        **judge_answers(problems, *answers, margin=margin),
+        **judge_answers(problems, *answers, margin=margin, judge=judge),
     }

@@ -35,9 +35,16 @@ import numpy as np
 import torch
 
 from lmlab.config import PPOConfig, TrainConfig
-from lmlab.data.prefs import gold_score
+from lmlab.data import world
+from lmlab.data.prefs import world_prompts
+from lmlab.eval.annotate import generate_prefs
+from lmlab.infer import Engine, SamplingParams
+from lmlab.model.load import load_reward_model
+from lmlab.model.scoring import score_rows
+from lmlab.train.ppo import train_ppo
+from lmlab.train.reward import train_reward_model
 
-GoldFn = Callable[[Any, str], float]
+GoldFn = Callable[[world.Problem, str], float]
 
 
 def bon_kl(n: int) -> float:
@@ -77,23 +84,17 @@ def best_of_n(
     seed: int,
     max_new_tokens: int,
     temperature: float,
-    gold: GoldFn = gold_score,
+    gold: GoldFn = world.gold_score,
 ) -> list[dict[str, float]]:
     """Proxy and gold reward of the proxy's best of the first n samples, n = 1, 2, 4 .. n_max,
     sampled at `temperature`. The proxy is the raw score at each sample's last token, as PPO
     logs it: the text of a sample that never ended is not closed with an <|end|> it never
     wrote."""
-    from lmlab.data import world
-    from lmlab.data.prefs import chat_prompt_ids, world_prompts
-    from lmlab.infer import Engine, SamplingParams
-    from lmlab.model.load import load_reward_model
-    from lmlab.model.scoring import score_rows
-
     engine = Engine.from_checkpoint(sft_run)
     tok = engine.tokenizer
     proxy, _ = load_reward_model(proxy_run)
     problems = world_prompts(tasks, n_prompts, seed + 1)
-    prompts = [chat_prompt_ids(tok, world.prompt(p, i % 2 == 0)) for i, p in enumerate(problems)]
+    prompts = [world.prompt_ids(tok, p, i % 2 == 0) for i, p in enumerate(problems)]
     params = SamplingParams(
         max_new_tokens=max_new_tokens, temperature=temperature, n=n_max, seed=seed
     )
@@ -134,16 +135,12 @@ def run_overopt(
     bon_max: int = 16,
     seed: int = 0,
     show_progress: bool = True,
-    gold: GoldFn = gold_score,
+    gold: GoldFn = world.gold_score,
 ) -> dict[str, Any]:
     """The whole over-optimisation experiment into directory `out` (see the module docstring).
 
-    Both arms sample at `ppo.temperature`. `gold` is the hidden judge of both arms' responses
-    (the proxy's preference labels come from `generate_prefs`, which uses the world's own)."""
-    from lmlab.data.prefs import generate_prefs
-    from lmlab.train.ppo import train_ppo
-    from lmlab.train.reward import train_reward_model
-
+    Both arms sample at `ppo.temperature`. `gold` is the hidden judge: it labels the proxy's
+    (noisy) preference pairs and scores both arms' responses."""
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -163,6 +160,7 @@ def run_overopt(
         max_new_tokens=ppo.max_new_tokens,
         margin=0.0,  # every distinct pair: the proxy is meant to learn from noisy labels
         show_progress=show_progress,
+        judge=gold,
     )
     proxy = train_reward_model(
         sft_run, out / "prefs.jsonl", out / "proxy_rm", rm_train, show_progress=show_progress

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 from lmlab.data import world
 from lmlab.data.tokenizer import Message, Tokenizer
-from lmlab.data.world import ANSWER_PREFIX, STEP_BY_STEP, Problem
+from lmlab.data.world import ANSWER_PREFIX, Family, Problem
 from lmlab.infer.engine import Completion, SamplingParams
+from lmlab.model.transformer import flops_per_token
 
 
 class ReasonError(ValueError):
@@ -50,15 +51,17 @@ def as_problem(q: Question) -> Problem:
     return Problem(task="", question=q, answer="", trace="", key=q)
 
 
+def family_of(problem: Problem) -> Family | None:
+    """The world family a question comes from (None for a plain question)."""
+    return world.FAMILIES.get(problem.task)
+
+
 def normalize(problem: Problem, answer: str | None) -> str | None:
     """The answer in its family's canonical form (stripped text for plain questions)."""
     if answer is None:
         return None
-    out = (
-        world.FAMILIES[problem.task].normalize(answer)
-        if problem.task in world.FAMILIES
-        else (answer.strip())
-    )
+    fam = family_of(problem)
+    out = fam.normalize(answer) if fam else answer.strip()
     return out or None
 
 
@@ -71,16 +74,16 @@ def extract(text: str, strict: bool) -> str | None:
 
 
 def is_correct(problem: Problem, answer: str | None) -> bool:
-    """Whether `answer` solves a world problem (its family's verifier or exact match)."""
-    if answer is None or problem.task not in world.FAMILIES:
-        return False
-    return world.FAMILIES[problem.task].check(problem, answer)
+    """Whether `answer` solves a world problem (its family's verifier or exact match); a plain
+    question has no gold answer, so nothing solves it."""
+    fam = family_of(problem)
+    return answer is not None and fam is not None and fam.check(problem, answer)
 
 
 def has_verifier(problem: Problem) -> bool:
     """Whether the family can check an answer without the gold one (e.g. countdown)."""
-    fam = world.FAMILIES.get(problem.task)
-    return fam is not None and fam.verify is not None
+    fam = family_of(problem)
+    return fam is not None and fam.verifies_without_gold
 
 
 # --- compute accounting -----------------------------------------------------------------------
@@ -119,8 +122,6 @@ class FlopModel:
         cfg = getattr(engine, "cfg", None)
         if cfg is None:
             return cls()
-        from lmlab.model.transformer import flops_per_token
-
         return cls(flops_per_token(cfg)["n_matmul"], 4.0 * cfg.n_layer * cfg.n_head * cfg.head_dim)
 
     def request(self, prompt_len: int, generated: Sequence[int]) -> float:
@@ -195,16 +196,9 @@ class Ledger:
 
 
 def chat_ids(tok: Tokenizer, messages: list[Message]) -> list[int]:
-    """Token ids of a chat ending with the assistant role token (the model continues)."""
+    """Token ids of a chat ending with the assistant role token (the model continues): for
+    few-shot turns and evaluation requests; a question alone is `world.prompt_ids`."""
     return tok.encode_chat(messages, add_generation_prompt=True)[0]
-
-
-def user(problem: Problem, step_by_step: bool) -> Message:
-    if problem.task in world.FAMILIES:
-        return {"role": "user", "content": world.prompt(problem, step_by_step)}
-    sep = "\n" if "\n" in problem.question else " "
-    text = f"{problem.question}{sep}{STEP_BY_STEP}" if step_by_step else problem.question
-    return {"role": "user", "content": text}
 
 
 def mean_logprob(completions: Sequence[Completion]) -> float:

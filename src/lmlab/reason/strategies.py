@@ -32,7 +32,6 @@ from lmlab.reason.base import (
     normalize,
     room_for,
     sequence_weight,
-    user,
     vote,
 )
 from lmlab.reason.tot import (
@@ -109,11 +108,11 @@ def sample_chains(
 def direct_prompts(
     tok: Any, problems: Sequence[Problem], idx: Sequence[int]
 ) -> dict[int, list[int]]:
-    return {qi: chat_ids(tok, [user(problems[qi], False)]) for qi in idx}
+    return {qi: world.prompt_ids(tok, problems[qi], False) for qi in idx}
 
 
 def cot_prompts(tok: Any, problems: Sequence[Problem], idx: Sequence[int]) -> dict[int, list[int]]:
-    return {qi: chat_ids(tok, [user(problems[qi], True)]) for qi in idx}
+    return {qi: world.prompt_ids(tok, problems[qi], True) for qi in idx}
 
 
 def answers_of(problem: Problem, comps: Sequence[Completion], strict: bool) -> list[str | None]:
@@ -275,8 +274,9 @@ class FewShotCoT(_Common):
         for s in range(len(examples), -1, -1):
             msgs: list[Any] = []
             for ex in examples[:s]:
-                msgs += [user(ex, True), {"role": "assistant", "content": ex.trace}]
-            ids = chat_ids(engine.tokenizer, [*msgs, user(p, True)])
+                reply = world.response(ex, True)
+                msgs += [*world.messages(ex, True), {"role": "assistant", "content": reply}]
+            ids = chat_ids(engine.tokenizer, [*msgs, *world.messages(p, True)])
             if len(ids) <= room or s == 0:
                 return ids, s
         raise AssertionError("unreachable")

@@ -19,9 +19,10 @@ next line. Three parts, each replaceable:
   - `likelihood`: the path's own probability, exp of the mean token log-probability (free, the
     logprobs come with the thoughts). This is not an evaluation of the state: with it the
     search is a beam search by likelihood;
-  - `verifier`: the world's checker where a family has one that needs no gold answer
-    (countdown: every written step must be valid arithmetic on numbers still in hand, the last
-    number left must be the target, a final answer must verify);
+  - `verifier`: the world's checker where a family has one that needs no gold answer: a final
+    answer must verify, and a partial solution is judged by the family's step checker where it
+    has one (countdown: every written step must be valid arithmetic on numbers still in hand,
+    the last number left must be the target), else valued 0.5;
   - `reward`: any scorer of (problem, partial solution), such as a reward model;
 - a search: BFS keeps the `breadth` best states per depth; DFS follows the best child first,
   prunes states valued below a threshold and stops at the first accepted answer. Ties in value
@@ -44,23 +45,25 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from lmlab.data import world
 from lmlab.data.world import ANSWER_PREFIX, Problem
 from lmlab.infer.engine import Completion, SamplingParams
+from lmlab.model.load import load_reward_model
+from lmlab.model.scoring import score_rows
 from lmlab.reason.base import (
     EngineLike,
     Ledger,
     ReasonError,
     chat_ids,
     extract,
+    family_of,
     has_verifier,
     is_correct,
-    user,
 )
 
 EVALUATORS = ("likelihood", "value", "vote", "verifier", "reward")
@@ -143,7 +146,7 @@ class EngineThoughts:
 
     def _prefix(self, problem: Problem, node: Node) -> list[int]:
         tok = self.engine.tokenizer
-        ids = chat_ids(tok, [user(problem, True)])
+        ids = world.prompt_ids(tok, problem, True)
         return ids + tok.encode(node.text + "\n") if node.lines else ids
 
     def expand(
@@ -393,48 +396,21 @@ def evaluation_tokens(evaluate: StateEvaluator, n_states: int) -> int:
     return evaluate.worst_tokens(n_states) if isinstance(evaluate, PromptEvaluator) else 0
 
 
-_STEP = re.compile(r"^\s*(\d+(?:/\d+)?)\s*([-+*/])\s*(\d+(?:/\d+)?)\s*=\s*(-?\d+(?:/\d+)?)\s*$")
-
-
-def countdown_steps_valid(problem: Problem, lines: Sequence[str]) -> bool:
-    """Whether every written step `a op b = c` is exact arithmetic on numbers still in hand
-    (the result goes back into the hand), as in countdown's worked solutions, and a hand down
-    to one number holds the target (no search ahead: an open state is never judged hopeless)."""
-    hand = Counter(Fraction(n) for n in problem.data["numbers"])
-    for line in lines:
-        if line.lstrip().startswith(ANSWER_PREFIX):
-            continue
-        m = _STEP.match(line)
-        if m is None:
-            return False
-        a, op, b, c = Fraction(m[1]), m[2], Fraction(m[3]), Fraction(m[4])
-        for x in (a, b):
-            if hand[x] < 1:
-                return False
-            hand[x] -= 1
-        if op == "/" and b == 0:
-            return False
-        exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[op]
-        if exact != c:
-            return False
-        hand[c] += 1
-    left = [x for x, count in hand.items() for _ in range(count)]
-    return len(left) > 1 or left == [problem.data["target"]]
-
-
 def verifier_evaluator(
     ledger: Ledger, problems: Sequence[Problem], groups: Groups
 ) -> list[list[float]]:
     """1 for a verified answer or a partial solution whose steps all check, 0 for a wrong answer
-    or a broken step; families without step checks score partial solutions 0.5."""
+    or a broken step; families without a step checker score partial solutions 0.5."""
     out = []
     for qi, nodes in groups:
         problem, values = problems[qi], []
+        fam = family_of(problem)
+        steps_valid = fam.step_check if fam else None
         for n in nodes:
             if n.done:
                 values.append(float(is_correct(problem, n.answer)))
-            elif problem.task == "countdown":
-                values.append(float(countdown_steps_valid(problem, n.lines)))
+            elif steps_valid is not None:
+                values.append(float(steps_valid(problem, n.lines)))
             else:
                 values.append(0.5)
         out.append(values)
@@ -468,8 +444,9 @@ def make_evaluator(
     if name == "verifier":
         bad = sorted({p.task or "plain question" for p in problems if not has_verifier(p)})
         if bad:
+            have = [f.name for f in world.FAMILIES.values() if f.verifies_without_gold]
             raise ReasonError(
-                f"the verifier evaluator needs a task with a verifier (countdown); "
+                f"the verifier evaluator needs a task with a verifier ({', '.join(have)}); "
                 f"{', '.join(bad)} has none: use --evaluator value"
             )
         return verifier_evaluator
@@ -622,14 +599,11 @@ def dfs(
 def reward_model_fn(run_dir: str | Path) -> RewardFn:
     """A `RewardFn` scoring (problem, partial solution) with a reward model run (`lmlab rm`),
     read at the last token of the user's question plus the solution so far (on the CPU)."""
-    from lmlab.model.load import load_reward_model
-    from lmlab.model.scoring import score_rows
-
     model, tok = load_reward_model(Path(run_dir))
     context = model.cfg.context_length
 
     def score(problem: Problem, text: str) -> float:
-        ids = chat_ids(tok, [user(problem, True)]) + tok.encode(text)
+        ids = world.prompt_ids(tok, problem, True) + tok.encode(text)
         return float(score_rows(model, [ids[-context:]], tok.pad_id)[0])
 
     return score

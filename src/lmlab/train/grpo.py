@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lmlab.config import GRPOConfig, TrainConfig, build_config
 from lmlab.data import world
-from lmlab.eval.harness import chat_prompt, evaluate, score
+from lmlab.eval.harness import evaluate
 from lmlab.infer import Engine, SamplingParams
 from lmlab.model.moe import with_router_losses
 from lmlab.model.scoring import pad_rows, response_mask, token_logprobs
@@ -36,7 +36,7 @@ from lmlab.train.stage import StageResult, settings_of, start_stage
 
 console = Console(stderr=True)
 
-RewardFn = Callable[[Any, str], float]
+RewardFn = Callable[[world.Problem, str], float]
 """The reward of a response (text) to a world problem."""
 
 
@@ -77,22 +77,22 @@ def train_grpo(
     train: TrainConfig,
     cfg: GRPOConfig,
     show_progress: bool = True,
-    reward: RewardFn | None = None,
+    reward: RewardFn = world.reward,
     resume: bool = False,
 ) -> StageResult:
     """GRPO from `sft_run` on one world task; writes a normal run directory to `out`.
 
-    `reward(problem, response)` defaults to the task's verifier (1 if the extracted answer is
-    right); the before/after accuracy is the verifier's either way. Under torchrun each rank
-    samples its own prompts. Checkpoints every `train.ckpt_every` (else `eval_every`) steps,
-    so `resume` continues a killed run exactly (rollouts are seeded by step)."""
+    `reward(problem, response)` defaults to the task's verifier (`world.reward`: 1 if the
+    extracted answer is right); the before/after accuracy is the verifier's either way. Under
+    torchrun each rank samples its own prompts. Checkpoints every `train.ckpt_every` (else
+    `eval_every`) steps, so `resume` continues a killed run exactly (rollouts are seeded by
+    step)."""
     cfg.validate()
     settings = settings_of(train=train, grpo=cfg)
     stage = start_stage("grpo", out, train, settings, sft_run, resume, show_progress)
     policy, tok, run_cfg = stage.load_base(sft_run)
     name, knobs = world.parse_task(cfg.task)
     ref = stage.load_base(sft_run)[0] if cfg.kl_beta > 0 else None
-    reward_fn = reward or (lambda problem, text: score(problem, text)["correct"])
     strategy = "cot" if cfg.step_by_step else "direct"
 
     def accuracy() -> float:
@@ -120,7 +120,7 @@ def train_grpo(
             batch_problems = problems[
                 part * cfg.prompts_per_step : (part + 1) * cfg.prompts_per_step
             ]
-            prompts = [chat_prompt(tok, p, cfg.step_by_step) for p in batch_problems]
+            prompts = [world.prompt_ids(tok, p, cfg.step_by_step) for p in batch_problems]
             params = SamplingParams(
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
@@ -130,7 +130,7 @@ def train_grpo(
             outs = engine.generate(prompts, params)
             rewards = torch.tensor(
                 [
-                    [reward_fn(p, c.text) for c in comps]
+                    [reward(p, c.text) for c in comps]
                     for p, comps in zip(batch_problems, outs, strict=True)
                 ]
             )

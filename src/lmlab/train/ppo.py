@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from lmlab.config import PPOConfig, TrainConfig, build_config
 from lmlab.data import world
-from lmlab.data.prefs import chat_prompt_ids, gold_score, world_prompts
+from lmlab.data.prefs import world_prompts
 from lmlab.infer import Engine, SamplingParams
 from lmlab.model.load import load_reward_model
 from lmlab.model.moe import with_router_losses
@@ -47,7 +47,7 @@ console = Console(stderr=True)
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """Scores [B] of padded rows `ids` [B, T], each read at its last token `last` [B]."""
-GoldFn = Callable[[Any, str], float]
+GoldFn = Callable[[world.Problem, str], float]
 """The hidden gold reward of a response (text) to a world problem; logged, never trained on."""
 
 
@@ -206,7 +206,7 @@ def train_ppo(
     cfg: PPOConfig,
     show_progress: bool = True,
     score: ScoreFn | None = None,
-    gold: GoldFn = gold_score,
+    gold: GoldFn = world.gold_score,
     resume: bool = False,
 ) -> StageResult:
     """PPO from `sft_run` against the reward model in `reward_run`; `out` holds the policy run
@@ -254,8 +254,7 @@ def train_ppo(
         chunk = problems[part * cfg.prompts_per_iter : (part + 1) * cfg.prompts_per_iter]
         rng = random.Random(f"{train.seed}|{part}")  # which prompts ask for a worked solution
         prompts = [
-            chat_prompt_ids(tok, world.prompt(p, rng.random() < cfg.step_by_step_fraction))
-            for p in chunk
+            world.prompt_ids(tok, p, rng.random() < cfg.step_by_step_fraction) for p in chunk
         ]
         params = SamplingParams(
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=train.seed + part

@@ -5,6 +5,12 @@ needs tasks — the `world` pretraining corpus, SFT data, evaluation — draws t
 `generate` (one family, fixed knobs) or `mixed` (all families by weight, knobs drawn per
 problem from each knob's mix range).
 
+What a task gives (see `base`): a problem is asked with `prompt`/`messages`/`prompt_ids` and
+answered by `response`; its family (`family(problem.task)`) grades replies (`Family.grade`),
+rewards them (`Family.reward`) and judges preferences (`Family.gold_score`). `reward` and
+`gold_score` here are the same for any world problem: the defaults that RL and preference code
+take as injected functions.
+
 Task specs name a family and optionally its knobs: `arith`, `arith:3` (the primary knob),
 `arith:3:op=add`, `icl:k=8:rule=affine`.
 
@@ -27,12 +33,18 @@ from lmlab.data.world.base import (
     SPLITS,
     STEP_BY_STEP,
     Family,
+    Grade,
     Knob,
     Problem,
     Split,
+    StepCheck,
     WorldError,
     extract_answer,
     key_split,
+    messages,
+    prompt,
+    prompt_ids,
+    response,
 )
 
 __all__ = [
@@ -40,16 +52,22 @@ __all__ = [
     "FAMILIES",
     "STEP_BY_STEP",
     "Family",
+    "Grade",
     "Knob",
     "Problem",
+    "StepCheck",
     "WorldError",
     "extract_answer",
     "family",
     "generate",
+    "gold_score",
+    "messages",
     "mixed",
     "parse_task",
     "prompt",
+    "prompt_ids",
     "response",
+    "reward",
     "world_corpus",
 ]
 
@@ -147,18 +165,16 @@ def mixed(
     return out
 
 
-def prompt(problem: Problem, step_by_step: bool = False) -> str:
-    """The user's request: the question, followed by STEP_BY_STEP when a worked solution is
-    wanted (on its own line after a multi-line question such as an ICL episode)."""
-    if not step_by_step:
-        return problem.question
-    sep = "\n" if "\n" in problem.question else " "
-    return f"{problem.question}{sep}{STEP_BY_STEP}"
+def reward(problem: Problem, reply: str) -> float:
+    """The verifiable reward of a reply to any world problem: 1 if its family's verifier
+    accepts the answer, else 0 (GRPO's default reward)."""
+    return family(problem.task).reward(problem, reply)
 
 
-def response(problem: Problem, step_by_step: bool = False) -> str:
-    """The gold reply: the worked solution when asked to think step by step, else the answer."""
-    return problem.trace if step_by_step else problem.answer
+def gold_score(problem: Problem, reply: str) -> float:
+    """The world's hidden gold preference of a reply to any world problem (see
+    `Family.gold_score`): the default judge of preference data, PPO's gold log and win rates."""
+    return family(problem.task).gold_score(problem, reply)
 
 
 def render(problem: Problem, worked: bool) -> str:

@@ -1,9 +1,15 @@
-"""What every task family shares: the problem record, difficulty knobs, the train/test split and
-answer extraction.
+"""What every task family shares: the problem record, difficulty knobs, the train/test split,
+what a task gives (the prompt of a problem, its gold reply, the grading of a reply) and answer
+extraction.
 
 A family is a `Family` record: its knobs, a `make` function drawing one problem from a seeded
-`random.Random`, a verifier and an answer normaliser. Splits are decided twice over, so that a
-test problem is new in both content and wording:
+`random.Random`, a verifier, an answer normaliser and, where it has one, a step checker for
+partial solutions. The input side is the same for every family — a problem is asked as its
+question (`prompt`, `messages`, `prompt_ids`) and answered by its gold reply (`response`) — and
+the output side is the family's: `Family.grade` (extracted answer, normalised prediction and
+gold, verdict), `Family.reward` (0/1 for RL) and `Family.gold_score` (the hidden judge of
+preferences). Splits are decided twice over, so that a test problem is new in both content and
+wording:
 
 - by content: a problem belongs to the split its canonical key (the numbers and operations, never
   names or wording) hashes into, so train and test never share a problem;
@@ -16,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from lmlab.data.tokenizer import Message, Tokenizer
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -31,6 +39,9 @@ STEP_BY_STEP = "Think step by step."
 
 ANSWER_PREFIX = "Answer:"
 """Every worked solution ends with a line `Answer: <answer>`."""
+
+BREVITY_CHARS = 400
+"""Length at which a reply's brevity bonus in the gold preference reaches 0."""
 
 
 class WorldError(ValueError):
@@ -88,11 +99,27 @@ class Knob:
 
 
 Maker = Callable[[random.Random, dict[str, Any], Split], Problem]
+StepCheck = Callable[[Problem, Sequence[str]], bool]
+"""Whether the lines of a partial worked solution are all valid steps of a problem."""
+
+
+@dataclass(frozen=True)
+class Grade:
+    """A reply graded against its problem."""
+
+    extracted: str
+    """The answer found in the reply (`extract_answer`)."""
+    pred: str
+    """The extracted answer, normalised."""
+    gold: str
+    """The gold answer, normalised."""
+    correct: bool
+    """The family's verdict on the extracted answer."""
 
 
 @dataclass(frozen=True)
 class Family:
-    """A task family: generator, knobs, verifier and answer normaliser."""
+    """A task family: generator, knobs, verifier, answer normaliser and step checker."""
 
     name: str
     doc: str
@@ -104,14 +131,54 @@ class Family:
     normalize: Callable[[str], str]
     """Canonical form of an answer string (exact match compares normalised strings)."""
     verify: Callable[[Problem, str], bool] | None = None
-    """Whether an answer is correct; None means normalised equality with the gold answer."""
+    """Whether an answer is correct, judged from the problem's data alone (no gold answer
+    needed); None means normalised equality with the gold answer."""
     numeric: bool = False
     """Answers are integers (continuous metric: per-digit accuracy, right-aligned)."""
+    step_check: StepCheck | None = None
+    """Checks the lines of a partial worked solution (tree of thoughts' verifier evaluator);
+    None: the family has no step checker."""
+
+    @property
+    def verifies_without_gold(self) -> bool:
+        """Whether an answer can be checked without the gold one (countdown: any expression
+        that reaches the target with the given numbers is right)."""
+        return self.verify is not None
 
     def check(self, problem: Problem, answer: str) -> bool:
+        """Whether `answer` (an answer, not a whole reply) solves `problem`."""
         if self.verify is not None:
             return self.verify(problem, answer)
         return self.normalize(answer) == self.normalize(problem.answer)
+
+    def grade(self, problem: Problem, reply: str) -> Grade:
+        """The answer in a model's reply, normalised beside the gold answer, and the verdict."""
+        extracted = extract_answer(reply)
+        return Grade(
+            extracted,
+            self.normalize(extracted),
+            self.normalize(problem.answer),
+            self.check(problem, extracted),
+        )
+
+    def reward(self, problem: Problem, reply: str) -> float:
+        """The verifiable RL reward of a reply: 1 if its answer is right, else 0."""
+        return float(self.grade(problem, reply).correct)
+
+    def gold_score(self, problem: Problem, reply: str) -> float:
+        """The world's hidden gold preference, a stand-in for a careful human labeller:
+
+            gold = correct + 0.2 * final_answer_line + 0.2 * brevity
+
+        `correct` (0/1) is the verdict on the extracted answer, `final_answer_line` (0/1)
+        whether the reply's last non-empty line starts with `Answer:`, and `brevity` =
+        clip(1 - characters / BREVITY_CHARS, 0, 1). Correctness dominates (1 > 0.4): a right
+        answer always beats a wrong one, and between equally right answers the one with a clear
+        final line and fewer words wins."""
+        lines = [ln for ln in reply.strip().splitlines() if ln.strip()]
+        answer_line = float(bool(lines) and lines[-1].strip().startswith(ANSWER_PREFIX))
+        brevity = min(1.0, max(0.0, 1.0 - len(reply) / BREVITY_CHARS))
+        return self.reward(problem, reply) + 0.2 * answer_line + 0.2 * brevity
 
     def resolve(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """Defaults updated with `overrides`, every value checked against its knob."""
@@ -124,6 +191,34 @@ class Family:
             name: knob.check(self.name, name, overrides.get(name, knob.default))
             for name, knob in self.knobs.items()
         }
+
+
+# --- what a problem asks: the same for every family (and for a plain question) ---------------
+
+
+def prompt(problem: Problem, step_by_step: bool = False) -> str:
+    """The user's request: the question, followed by STEP_BY_STEP when a worked solution is
+    wanted (on its own line after a multi-line question such as an ICL episode)."""
+    if not step_by_step:
+        return problem.question
+    sep = "\n" if "\n" in problem.question else " "
+    return f"{problem.question}{sep}{STEP_BY_STEP}"
+
+
+def messages(problem: Problem, step_by_step: bool = False) -> list[Message]:
+    """The one-turn chat asking `problem`."""
+    return [{"role": "user", "content": prompt(problem, step_by_step)}]
+
+
+def response(problem: Problem, step_by_step: bool = False) -> str:
+    """The gold reply: the worked solution when asked to think step by step, else the answer."""
+    return problem.trace if step_by_step else problem.answer
+
+
+def prompt_ids(tok: Tokenizer, problem: Problem, step_by_step: bool = False) -> list[int]:
+    """Token ids of the one-turn chat asking `problem`, ending with the assistant role token
+    (the model writes the reply next)."""
+    return tok.encode_chat(messages(problem, step_by_step), add_generation_prompt=True)[0]
 
 
 def key_split(task: str, key: str) -> Split:

@@ -4,14 +4,17 @@ A problem is made by combining random numbers with random exact operations, so i
 by construction and the construction is the worked solution (one equation per step). Many
 expressions can be right, so the verifier parses the proposed expression (Python syntax, only
 integers, parentheses and + - * /), checks that it uses each given number exactly once and
-evaluates it exactly with fractions. `solve` finds a solution by exhaustive search.
+evaluates it exactly with fractions. `solve` finds a solution by exhaustive search, and
+`steps_valid` (the family's step checker) judges a partial worked solution line by line.
 """
 
 from __future__ import annotations
 
 import ast
 import random
+import re
 from collections import Counter
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -153,6 +156,35 @@ def solve(numbers: list[int], target: int) -> str | None:
     return search([(Fraction(n), str(n)) for n in numbers])
 
 
+_STEP = re.compile(r"^\s*(\d+(?:/\d+)?)\s*([-+*/])\s*(\d+(?:/\d+)?)\s*=\s*(-?\d+(?:/\d+)?)\s*$")
+
+
+def steps_valid(problem: Problem, lines: Sequence[str]) -> bool:
+    """Whether every written step `a op b = c` is exact arithmetic on numbers still in hand
+    (the result goes back into the hand), as in countdown's worked solutions, and a hand down
+    to one number holds the target (no search ahead: an open state is never judged hopeless)."""
+    hand = Counter(Fraction(n) for n in problem.data["numbers"])
+    for line in lines:
+        if line.lstrip().startswith(ANSWER_PREFIX):
+            continue
+        m = _STEP.match(line)
+        if m is None:
+            return False
+        a, op, b, c = Fraction(m[1]), m[2], Fraction(m[3]), Fraction(m[4])
+        for x in (a, b):
+            if hand[x] < 1:
+                return False
+            hand[x] -= 1
+        if op == "/" and b == 0:
+            return False
+        exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[op]
+        if exact != c:
+            return False
+        hand[c] += 1
+    left = [x for x, count in hand.items() for _ in range(count)]
+    return len(left) > 1 or left == [problem.data["target"]]
+
+
 FAMILY = Family(
     name="countdown",
     doc="reach a target from given numbers with + - * / (each number once)",
@@ -164,4 +196,5 @@ FAMILY = Family(
     make=make,
     normalize=lambda s: s.strip().rstrip(".").replace(" ", ""),
     verify=verify,
+    step_check=steps_valid,
 )
