@@ -182,7 +182,9 @@ def run_lab(
         elapsed = time.perf_counter() - t0
         left = sum(expected[s.name] for s in todo[todo.index(step) :])
         spent = sum(expected[s.name] for s in todo[: todo.index(step)])
-        pace = elapsed / spent if spent and elapsed > 0 else 1.0
+        # the preset's expected minutes, scaled by how this machine has kept to them so far
+        # (once a minute's worth has run: one quick step says little about the rest)
+        pace = elapsed / spent if spent >= 60 and elapsed > 0 else 1.0
         say(f"{tag}: {step.doc}  (elapsed {_clock(elapsed)}, about {_clock(left * pace)} to go)")
         started = time.perf_counter()
         summary = step.run(lab)

@@ -25,9 +25,9 @@ from torch import nn
 from lmlab.config import RunConfig
 from lmlab.data import world
 from lmlab.data.corpora import load_corpus
-from lmlab.data.prefs import generate_prefs
 from lmlab.data.shards import Batches, build_shards, get_tokenizer
 from lmlab.data.tokenizer import Tokenizer
+from lmlab.eval.annotate import generate_prefs
 from lmlab.eval.harness import evaluate
 from lmlab.eval.judge import win_rate
 from lmlab.infer import Engine
