@@ -53,6 +53,8 @@ class EvalSettings:
     """In-context learning by number of examples (`icl:k=K`), asked directly."""
     n: int = 200
     """Problems per task."""
+    base_shots: int = 2
+    """Solved examples before each question to a base model (dropped where they overflow)."""
     val_iters: int = 10
     """Batches of the pretraining corpus's validation split for the validation loss."""
     judge_tasks: list[str] = field(default_factory=lambda: ["chain", "strings"])

@@ -226,7 +226,7 @@ def build(root: Path, record: dict[str, Any]) -> Doc:
         _eval_section(doc, cfg, evaluation, plots)
     if reasoning:
         _reason_section(doc, root, reasoning)
-    _ledger(doc, root, cfg, done, reasoning)
+    _ledger(doc, root, done, evaluation, reasoning)
     if "scaling" in done:
         _scaling_section(doc, root, steps["scaling"]["summary"])
     return doc
@@ -426,9 +426,13 @@ def _reason_section(doc: Doc, root: Path, reasoning: dict[str, Any]) -> None:
 
 
 def _ledger(
-    doc: Doc, root: Path, cfg: LabConfig, done: set[str], reasoning: dict[str, Any]
+    doc: Doc,
+    root: Path,
+    done: set[str],
+    evaluation: dict[str, Any],
+    reasoning: dict[str, Any],
 ) -> None:
-    """Training FLOPs per stage against the inference FLOPs reasoning spent."""
+    """Training FLOPs per stage against the inference FLOPs evaluation and reasoning spent."""
     rows = []
     for name in TRAINING_STEPS:
         if name not in done:
@@ -439,6 +443,9 @@ def _ledger(
             continue
         per_token = flops_per_token(RunConfig.load(run / "config.json").model)["train"]
         rows.append([name, "training", f"{tokens[-1]:,}", _flops(tokens[-1] * per_token)])
+    evaluation_models = evaluation.get("models", {}) if evaluation else {}
+    for name, row in evaluation_models.items():
+        rows.append([f"eval: {name}", "inference", "", _flops(row.get("eval_flops", 0.0))])
     for r in reasoning.get("rows", []):
         total = r["flops"] * reasoning["n"]
         rows.append(

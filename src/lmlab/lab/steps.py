@@ -256,9 +256,10 @@ CHAT_MODELS = ("sft", "ppo", "dpo", "grpo")
 
 
 def eval_step(lab: Lab) -> dict[str, Any]:
-    """Every model of the run on one suite: the pretraining corpus's validation loss; for chat
-    models each task directly and step by step and in-context learning by number of examples;
-    for RL models their gold-judged win rate over SFT."""
+    """Every model of the run on one suite: the pretraining corpus's validation loss, each task
+    directly and step by step, and in-context learning by number of examples — chat models
+    asked in the chat format, base models in their pretraining documents' format after
+    `base_shots` solved examples; and the RL models' gold-judged win rates over SFT."""
     s = lab.cfg.eval
     out = _fresh(lab.dir("eval"))
     models = [m for m in ("pretrain", "moe", *CHAT_MODELS) if finished_summary_of(lab, m)]
@@ -268,13 +269,17 @@ def eval_step(lab: Lab) -> dict[str, Any]:
         model, tok, cfg = load_run(lab.dir(name))
         row: dict[str, Any] = {"val_loss": corpus_val_loss(model, tok, cfg, s.val_iters)}
         row["params"] = param_counts(cfg.model)["total"]
-        if name in CHAT_MODELS:
-            engine = Engine(model, tok, max_batch=32)
-            for strategy in ("direct", "cot"):
-                r = evaluate(model, tok, s.tasks, strategy, s.n, seed, engine=engine)
-                row[strategy] = _task_scores(r)
-            icl = [f"icl:k={k}" for k in s.icl_shots]
-            row["icl"] = _task_scores(evaluate(model, tok, icl, "direct", s.n, seed, engine=engine))
+        engine = Engine(model, tok, max_batch=32)
+        style, shots = ("chat", 0) if name in CHAT_MODELS else ("plain", s.base_shots)
+        flops = 0.0
+        icl = [f"icl:k={k}" for k in s.icl_shots]
+        for key, tasks, strategy in (("direct", s.tasks, "direct"), ("cot", s.tasks, "cot"),
+                                     ("icl", icl, "direct")):  # fmt: skip
+            r = evaluate(model, tok, tasks, strategy, s.n, seed, engine=engine, style=style,
+                         shots=shots)  # fmt: skip
+            row[key] = _task_scores(r)
+            flops += sum(t["flops"] for t in r["tasks"].values())
+        row["style"], row["eval_flops"] = style, flops
         report["models"][name] = row
     for name in ("ppo", "dpo", "grpo"):
         if name in models and "sft" in models:
