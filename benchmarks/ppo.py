@@ -56,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sft, rm = make_runs(Path(tmp))
         cfg = PPOConfig(
-            tasks="chain,strings",
+            tasks=["chain", "strings"],
             prompts_per_iter=args.prompts,
             iterations=args.iterations,
             epochs=2,

@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 import tyro
 
-from lmlab import cli
 from lmlab.cli import main
+from lmlab.commands.dpo import DPOArgs
+from lmlab.commands.grpo import GRPOArgs
+from lmlab.commands.ppo import PPOArgs
+from lmlab.commands.prefs import PrefsArgs
+from lmlab.commands.rm import RewardArgs
 from tests.conftest import user_error
 
 TINY = [
@@ -122,11 +126,11 @@ def test_rlhf_needs_a_known_experiment(capsys: pytest.CaptureFixture[str]) -> No
 @pytest.mark.parametrize(
     ("cls", "argv"),
     [
-        (cli.PrefsArgs, ["runs/sft", "--out", "p.jsonl"]),
-        (cli.RewardArgs, ["runs/sft", "--data", "p.jsonl", "--out", "rm"]),
-        (cli.DPOArgs, ["runs/sft", "--data", "p.jsonl", "--out", "dpo"]),
-        (cli.GRPOArgs, ["runs/sft", "--out", "grpo"]),
-        (cli.PPOArgs, ["runs/sft", "--reward", "rm", "--out", "ppo"]),
+        (PrefsArgs, ["runs/sft", "--out", "p.jsonl"]),
+        (RewardArgs, ["runs/sft", "--data", "p.jsonl", "--out", "rm"]),
+        (DPOArgs, ["runs/sft", "--data", "p.jsonl", "--out", "dpo"]),
+        (GRPOArgs, ["runs/sft", "--out", "grpo"]),
+        (PPOArgs, ["runs/sft", "--reward", "rm", "--out", "ppo"]),
     ],
     ids=["prefs", "rm", "dpo", "grpo", "ppo"],
 )

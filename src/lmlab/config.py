@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,14 @@ MAX_CONTEXT_LENGTH = 131072
 
 class ConfigError(ValueError):
     """A configuration that cannot be used (shown to the user as one line)."""
+
+
+def task_list(tasks: str | Iterable[str]) -> list[str]:
+    """World task specs as a list. Entries may also be comma-separated (`--tasks chain,strings`
+    as well as `--tasks chain strings`), and a plain comma string is read as a list: stage.json
+    records written before task lists were lists hold one (a task spec never has a comma)."""
+    items = [tasks] if isinstance(tasks, str) else list(tasks)
+    return [t.strip() for item in items for t in item.split(",") if t.strip()]
 
 
 @dataclass
@@ -229,8 +238,10 @@ class SFTConfig:
     style: Literal["both", "direct", "cot"] = "both"
     """World replies: 'direct' answers, 'cot' worked solutions (the user asks to think step by
     step), or 'both' (half each)."""
-    tasks: str = "arith,chain,countdown,strings,icl"
-    """Comma-separated world families to draw chats from (at the world's default weights)."""
+    tasks: list[str] = field(
+        default_factory=lambda: ["arith", "chain", "countdown", "strings", "icl"]
+    )
+    """World families to draw chats from (at the world's default weights)."""
     val_fraction: float = 0.05
     """Fraction of chats held out for the validation loss."""
     pack: bool = True
@@ -244,6 +255,9 @@ class SFTConfig:
     """Measure the base corpus's validation loss before and after (always done with replay)."""
     seed: int = 0
     """Seed for world chat generation, the validation split and packing order."""
+
+    def __post_init__(self) -> None:
+        self.tasks = task_list(self.tasks)
 
     def validate(self) -> None:
         if self.n_world < 2:
@@ -424,7 +438,7 @@ class GRPOConfig:
 class PPOConfig:
     """Settings of a PPO run against a reward model."""
 
-    tasks: str = "chain,strings"
+    tasks: list[str] = field(default_factory=lambda: ["chain", "strings"])
     """World tasks whose (train-split) prompts the policy answers."""
     prompts_per_iter: int = 32
     """Rollouts per PPO iteration."""
@@ -456,6 +470,9 @@ class PPOConfig:
     """Replaces the score of a response that hits max_new_tokens without <|end|>."""
     step_by_step_fraction: float = 0.5
     """Fraction of prompts that ask for a worked solution."""
+
+    def __post_init__(self) -> None:
+        self.tasks = task_list(self.tasks)
 
     def validate(self) -> None:
         if min(self.prompts_per_iter, self.iterations, self.epochs, self.minibatch) < 1:

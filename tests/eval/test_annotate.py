@@ -30,7 +30,7 @@ def _start(run: Path, out: Path) -> subprocess.Popen[str]:
             str(out),
             "--n",
             "3",
-            "--task",
+            "--tasks",
             "arith:1",
             "--max-new-tokens",
             "12",

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.config import ModelConfig
-from lmlab.model.transformer import Transformer, flops_per_token, param_counts
+from lmlab.config import ModelConfig, MoEConfig
+from lmlab.model.transformer import Transformer, accounting_rows, flops_per_token, param_counts
 from tests.conftest import tiny_model_config
 
 
@@ -117,3 +117,15 @@ def test_smear_adds_the_gated_previous_embedding() -> None:
     prev = torch.tensor([3, 4])
     want[:, 0] += model.smear * e[prev]
     torch.testing.assert_close(model.embed_tokens(x, prev), want)
+
+
+def test_accounting_rows_report_the_counts() -> None:
+    dense = tiny_model_config()
+    rows = dict(accounting_rows(dense))
+    assert rows["params total"] == f"{param_counts(dense)['total']:,}"
+    assert rows["forward FLOPs / token"] == f"{flops_per_token(dense)['forward']:.4g}"
+    assert not any(label.startswith("MoE") for label in rows)
+    moe = tiny_model_config(moe=MoEConfig(n_experts=4, top_k=2))
+    rows = dict(accounting_rows(moe))
+    assert rows["params active"].startswith(f"{param_counts(moe)['active']:,}  (")
+    assert rows["MoE experts / top-k / shared / d_exp"].startswith("4 / 2 / 0 / ")

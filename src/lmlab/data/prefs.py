@@ -50,7 +50,7 @@ def response_ids(tok: Tokenizer, response: str) -> list[int]:
 def world_prompts(tasks: list[str], n: int, seed: int, split: str = "train") -> list[world.Problem]:
     """`n` world problems interleaved evenly over task specs (`chain`, `arith:3`, ...)."""
     if not tasks:
-        raise PrefsError("no tasks given; e.g. --task chain,strings")
+        raise PrefsError("no tasks given; e.g. --tasks chain strings")
     specs = [world.parse_task(t) for t in tasks]
     per_task = -(-n // len(specs))
     groups = [world.generate(name, per_task, seed, split, **knobs) for name, knobs in specs]

@@ -23,11 +23,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import tyro
+from rich.table import Table
 
 from lmlab.config import DataConfig, ModelConfig, RunConfig, SFTConfig, TrainConfig
 
@@ -101,18 +101,6 @@ class LadderConfig:
         for name, v in (("steps", self.steps), ("sft_steps", self.sft_steps), ("n", self.n)):
             if v < 1:
                 raise EmergenceError(f"{name} must be >= 1, got {v}")
-
-
-@dataclass
-class EmergenceArgs:
-    """Train (or reuse) a ladder of model sizes alike and plot exact match against continuous
-    metrics over parameters and training FLOPs (Schaeffer et al. 2023)."""
-
-    out: Path
-    """Study directory: OUT/SIZE/{base,sft}, emergence.json and the PNGs."""
-    ladder: Annotated[LadderConfig, tyro.conf.arg(name="")] = field(default_factory=LadderConfig)
-    quiet: bool = False
-    """No progress bars."""
 
 
 def size_config(name: str, cfg: LadderConfig) -> RunConfig:
@@ -249,6 +237,24 @@ def summarize(rows: list[dict[str, Any]], sizes: list[str]) -> list[dict[str, An
             entry[f"{m}_sharpness"] = sharpness(values)
         out.append(entry)
     return out
+
+
+def sharpness_table(summary: list[dict[str, Any]], ladder: str) -> Table:
+    """The summary as a table: per task spec, exact match and per-character accuracy along the
+    ladder with their sharpness, and the gold log-likelihood per token."""
+    table = Table(title=f"lmlab emergence {ladder}: sharpness (1 = one jump)")
+    for col in ("spec", "exact match", "sharp", "char acc", "sharp", "gold logp/tok"):
+        table.add_column(col, justify="left" if col == "spec" else "right")
+    for e in summary:
+        table.add_row(
+            e["spec"],
+            " ".join(f"{v:.2f}" for v in e["exact_match"]),
+            f"{e['exact_match_sharpness']:.2f}",
+            " ".join(f"{v:.2f}" for v in e["char_accuracy"]),
+            f"{e['char_accuracy_sharpness']:.2f}",
+            " ".join(f"{v:.2f}" for v in e["gold_logprob_per_token"]),
+        )
+    return table
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:

@@ -144,7 +144,7 @@ def run_overopt(
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    ppo = ppo or PPOConfig(tasks=",".join(tasks), iterations=60, kl_beta=0.0)
+    ppo = ppo or PPOConfig(tasks=list(tasks), iterations=60, kl_beta=0.0)
     rm_train = rm_train or TrainConfig(
         max_steps=150, lr=1e-4, min_lr=1e-5, warmup_steps=10, batch_size=16, eval_every=50
     )

@@ -306,3 +306,38 @@ class FlopModel:
                 steps * (p + 1) + steps * (steps - 1) / 2
             )
         return flops
+
+
+def accounting_rows(cfg: ModelConfig) -> list[tuple[str, str]]:
+    """The shape, parameter counts and FLOPs per token of a model config as (label, value)
+    rows (what `lmlab info` prints); MoE models add the expert layout and active counts."""
+    counts = param_counts(cfg)
+    flops = flops_per_token(cfg)
+    rows = [
+        (
+            "layers / d_model / heads (kv)",
+            f"{cfg.n_layer} / {cfg.d_model} / {cfg.n_head} ({cfg.kv_heads})",
+        ),
+        ("context / vocab / d_ff", f"{cfg.context_length} / {cfg.vocab_size} / {cfg.ffn_dim}"),
+        ("params total", f"{counts['total']:,}"),
+        ("params non-embedding", f"{counts['non_embedding']:,}"),
+        ("params embedding", f"{counts['embedding']:,}"),
+    ]
+    m = cfg.moe
+    if m.n_experts:
+        n_moe = sum(m.is_moe_layer(i) for i in range(cfg.n_layer))
+        rows += [
+            (
+                "MoE experts / top-k / shared / d_exp",
+                f"{m.n_experts} / {m.top_k} / {m.n_shared} / {cfg.expert_dim}"
+                f"  ({n_moe} of {cfg.n_layer} blocks)",
+            ),
+            ("params active", f"{counts['active']:,}  ({counts['active'] / counts['total']:.1%})"),
+            ("params active non-embedding", f"{counts['active_non_embedding']:,}"),
+        ]
+    active = ", N active" if m.n_experts else ""
+    rows += [
+        ("train FLOPs / token", f"{flops['train']:.4g}  (6N + 12·L·T·d_attn{active})"),
+        ("forward FLOPs / token", f"{flops['forward']:.4g}"),
+    ]
+    return rows

@@ -89,6 +89,50 @@ def compare(
     return rows
 
 
+def widest_request(specs: Sequence[str], settings: dict[str, Any] | None = None) -> int:
+    """The most samples any one engine request of these strategies asks for (chains, thoughts
+    per state, evaluator replies): the engine needs at least that many slots."""
+    return max(
+        getattr(parse_strategy(spec, **settings_for(spec, settings or {})), name, 1)
+        for spec in specs
+        for name in ("k", "n_evaluate", "n_vote")
+    )
+
+
+def answer_records(problems: Sequence[Problem], results: Sequence[Result]) -> list[dict[str, Any]]:
+    """Every question with its gold answer, the strategy's answer, whether it is correct, the
+    tokens spent, the traces and the strategy's own notes (`Result.info`)."""
+    return [
+        {
+            "question": p.question,
+            "gold": p.answer,
+            "answer": r.answer,
+            "correct": is_correct(p, r.answer),
+            "tokens": r.compute.tokens,
+            "traces": r.traces,
+            **r.info,
+        }
+        for p, r in zip(problems, results, strict=True)
+    ]
+
+
+def report(
+    engine: EngineLike,
+    problems: Sequence[Problem],
+    specs: Sequence[str],
+    settings: dict[str, Any] | None = None,
+    compare_all: bool = True,
+) -> dict[str, Any]:
+    """`rows`: one scored row per strategy spec, Pareto flags set (`compare_all`), or the one
+    strategy's row with `answers`, the record of every question (`compare_all` False)."""
+    if compare_all:
+        return {"rows": compare(engine, problems, specs, settings)}
+    if len(specs) != 1:
+        raise ReasonError(f"one strategy to report answers for, got {len(specs)}")
+    row, results = run_strategy(engine, problems, specs[0], settings)
+    return {"answers": answer_records(problems, results), "rows": [row]}
+
+
 def mark_pareto(rows: list[dict[str, Any]]) -> None:
     """Set `pareto` on each row: no other row is at least as accurate for at most the FLOPs
     (prefill included) with one of the two strictly better."""

@@ -1,6 +1,6 @@
 """What the `lmlab scaling` commands hand back: a source (sweep directory or points CSV) fitted
-and written up (summary.json and PNGs), predictions for a target budget, and the plan of a
-validation run at the predicted optimum."""
+and written up (summary.json and PNGs), predictions for a target budget, the plan of a
+validation run at the predicted optimum, and the tables and lines the commands print."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from rich.table import Table
 
 from lmlab.scaling.fit import (
     Fits,
@@ -130,3 +132,69 @@ def plan_validation(
             raise ScalingError(f"{out} already holds another validation run; choose another --out")
     write_plan(val, out)
     return run_d
+
+
+# --- what the commands print ------------------------------------------------------------------
+
+
+def plan_table(plan: dict[str, Any], path: Path) -> Table:
+    """One row per planned run: budget, N, D, tokens per parameter, steps, how far its FLOPs
+    land from the budget, and the estimated wall time."""
+    table = Table(title=f"lmlab scaling plan: {path}")
+    for col in ("run", "budget", "N", "D", "D/N", "steps", "FLOPs vs budget", "est."):
+        table.add_column(col, justify="right")
+    for r in plan["runs"]:
+        est = r["est_seconds"]
+        table.add_row(
+            r["name"],
+            f"{r['budget']:.2g}",
+            f"{r['params']:,}",
+            f"{r['tokens']:,}",
+            f"{r['tokens'] / r['params']:.1f}",
+            str(r["steps"]),
+            f"{r['flops'] / r['budget'] - 1:+.1%}",
+            "-" if est is None else f"{est / 60:.1f} min",
+        )
+    return table
+
+
+def plan_estimate(plan: dict[str, Any]) -> str:
+    """The plan's estimated total training time, one line."""
+    total = sum(r["est_seconds"] or 0 for r in plan["runs"])
+    return f"estimated total: {total / 60:.1f} CPU-process minutes at 1 worker"
+
+
+def runs_table(rows: list[dict[str, Any]], sweep: Path) -> Table:
+    """One row per finished run: N, D, validation loss, the predicted loss (validation runs)
+    and the wall time."""
+    table = Table(title=f"lmlab scaling run: {sweep}")
+    for col in ("run", "N", "D", "val loss", "predicted", "wall"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        pred = r.get("predicted_loss")
+        table.add_row(
+            r["run"],
+            f"{r['params']:,}",
+            f"{r['tokens']:,}",
+            f"{r['loss']:.4f}",
+            "-" if pred is None else f"{pred:.4f} ({r['loss'] / pred - 1:+.1%})",
+            "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}s",
+        )
+    return table
+
+
+def fit_lines(result: dict[str, Any]) -> list[str]:
+    """The fitted exponents of each approach (or why it failed), and Approach 3's parameters
+    with the interval of a when bootstrapped."""
+    lines = []
+    for name in ("approach1", "approach2", "approach3"):
+        r = result[name]
+        fitted = f"error: {r['error']}" if "error" in r else f"a = {r['a']:.3f}  b = {r['b']:.3f}"
+        lines.append(f"{name}: {fitted}")
+    r = result.get("approach3", {})
+    if "intervals" in r:
+        lines.append(
+            f"approach3: E={r['E']:.3f} A={r['A']:.4g} B={r['B']:.4g} "
+            f"alpha={r['alpha']:.3f} beta={r['beta']:.3f}  95% CI a: {r['intervals']['a']}"
+        )
+    return lines

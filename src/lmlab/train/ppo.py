@@ -244,8 +244,9 @@ def train_ppo(
         _truncate_samples(out / SAMPLES_FILE, start)
     engine = Engine(policy, tok, max_batch=cfg.prompts_per_iter, device=stage.device)
     rank, world_size = stage.dist.rank, stage.dist.world
-    tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
-    problems = world_prompts(tasks, cfg.prompts_per_iter * cfg.iterations * world_size, train.seed)
+    problems = world_prompts(
+        cfg.tasks, cfg.prompts_per_iter * cfg.iterations * world_size, train.seed
+    )
     p_obj, v_obj = _policy_objective(cfg.temperature, cfg.clip), _value_objective(cfg.vf_clip)
     ckpt_every = train.ckpt_every or 10
     last: dict[str, Any] = {}

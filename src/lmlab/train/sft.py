@@ -249,8 +249,7 @@ def sft_objective(replay: float = 0.0) -> Any:
 
 def load_sft_chats(cfg: SFTConfig) -> list[list[Message]]:
     if cfg.data == "world":
-        tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
-        return world_chats(cfg.n_world, cfg.seed, cfg.style, tasks)
+        return world_chats(cfg.n_world, cfg.seed, cfg.style, cfg.tasks)
     return load_chats(Path(cfg.data))
 
 

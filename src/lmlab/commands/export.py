@@ -1,0 +1,38 @@
+"""`lmlab export`: a run's latest checkpoint in another format (Hugging Face)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from lmlab.commands.common import console
+from lmlab.model.hf import export_hf, hf_format
+from lmlab.model.load import load_run
+
+
+@dataclass
+class ExportArgs:
+    """Export a run's latest checkpoint to another format."""
+
+    run: Annotated[Path, tyro.conf.Positional]
+    """Run directory."""
+    out: Path
+    """Output directory (must be new or empty)."""
+    format: Literal["hf"] = "hf"
+    """hf: Hugging Face folder (config.json, model.safetensors, tokenizer files) in the Llama
+    format, or Mixtral / Qwen2-MoE for MoE models."""
+    drop_selection_bias: bool = False
+    """MoE: export without the aux-loss-free selection bias (no HF format holds it)."""
+
+
+def run(argv: list[str]) -> None:
+    args = tyro.cli(ExportArgs, args=argv, prog="lmlab export")
+    model, tok, _ = load_run(args.run)
+    export_hf(model, tok, args.out, args.drop_selection_bias)  # type: ignore[arg-type]
+    console.print(
+        f"wrote {args.out} ({hf_format(model.cfg)} format; load it with "  # type: ignore[arg-type]
+        "transformers.AutoModelForCausalLM)"
+    )
