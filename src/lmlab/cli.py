@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rlhf": ("rlhf", "RLHF experiments: `rlhf overopt` (reward over-optimisation)"),
     "scaling": ("scaling", "scaling-law sweeps: plan, run, fit (approaches 1-3), predict"),
     "serve": ("serve", "OpenAI-compatible API server and web chat page"),
+    "run": ("run", "the whole life of a model in one command, then its report card"),
+    "report": ("report", "rebuild the report card of a lab run (lmlab run)"),
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError)

@@ -10,14 +10,17 @@ import pytest
 
 from lmlab.cli import main
 from lmlab.data import world
+from lmlab.data.tokenizer import Tokenizer
 from lmlab.data.world.countdown import solve
-from lmlab.eval.harness import evaluate, print_table, score
+from lmlab.eval.harness import evaluate, plain_gold, plain_prompt, print_table, score
 from lmlab.model.load import load_run
+from lmlab.model.transformer import FlopModel
 
 
 @dataclass
 class _Completion:
     text: str
+    token_ids: list[int]
     finish_reason: str = "stop"
 
 
@@ -25,14 +28,15 @@ class _OracleEngine:
     """Answers every prompt with the gold reply of the problem it was built from (or a fixed
     wrong one), to check the harness's bookkeeping without a trained model."""
 
-    def __init__(self, replies: dict[tuple[int, ...], str]) -> None:
-        self.replies = replies
+    def __init__(self, tok: Tokenizer, replies: dict[tuple[int, ...], str]) -> None:
+        self.tok, self.replies = tok, replies
         self.calls: list[int] = []
 
     def generate(self, prompts, params):
         self.calls.append(len(prompts))
         assert params.temperature == 0
-        return [[_Completion(self.replies.get(tuple(p), "wrong"))] for p in prompts]
+        texts = [self.replies.get(tuple(p), "wrong") for p in prompts]
+        return [[_Completion(t, [*self.tok.encode(t), self.tok.end_id])] for t in texts]
 
 
 def _oracle(tok, spec: str, n: int, cot: bool, corrupt: bool = False) -> _OracleEngine:
@@ -41,7 +45,7 @@ def _oracle(tok, spec: str, n: int, cot: bool, corrupt: bool = False) -> _Oracle
     for p in world.generate(name, n, seed=0, split="test", **knobs):
         reply = world.response(p, cot)
         replies[tuple(world.prompt_ids(tok, p, cot))] = reply + ("1" if corrupt else "")
-    return _OracleEngine(replies)
+    return _OracleEngine(tok, replies)
 
 
 @pytest.mark.parametrize("strategy", ["direct", "cot"])
@@ -139,3 +143,32 @@ def test_cli_eval_compiled_gives_the_eager_report(tiny_run: Path, tmp_path: Path
         r.pop("seconds")
     assert reports[0] == reports[1]  # same greedy outputs, so the same metrics and examples
     assert main([*argv, "--compile", "--judge", "world", "--baseline", str(tiny_run)]) == 2
+
+
+@pytest.mark.parametrize("cot", [False, True])
+def test_plain_prompt_and_gold_are_a_pretraining_document(tiny_run: Path, cot: bool) -> None:
+    """A base model is asked in the pretraining corpus's own words: the prompt and the gold
+    continuation together are exactly how the world corpus writes the problem as a document."""
+    _, tok, _ = load_run(tiny_run)
+    p = world.generate("arith", 1, seed=2, split="test", digits=2)[0]
+    shots = [7, 8, 9]
+    ids = plain_prompt(tok, p, cot, shots)
+    assert ids[:3] == shots and ids[3] == tok.bos_id
+    assert tok.decode(ids[4:]) + plain_gold(p, cot) == world.render(p, cot)
+
+
+def test_plain_style_counts_tokens_and_flops(tiny_run: Path) -> None:
+    """The report counts what the engine prefilled and generated, and their forward FLOPs."""
+    model, tok, _ = load_run(tiny_run)
+    report = evaluate(model, tok, ["arith:1"], "direct", n=3, seed=1, max_new_tokens=4,
+                      style="plain", shots=1)  # fmt: skip
+    r = report["tasks"]["arith:1"]
+    problems = world.generate("arith", 3, seed=1, split="test", digits=1)
+    assert r["style"] == "plain" and report["style"] == "plain"
+    prompts = [len(plain_prompt(tok, p, False, [])) for p in problems]  # shots overflow 64
+    assert r["prompt_tokens"] == sum(prompts)
+    assert 3 <= r["generated_tokens"] <= 12
+    fm = FlopModel.of(model)
+    assert r["flops"] >= sum(fm.request(n, [1]) for n in prompts)
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        evaluate(model, tok, ["arith:1"], n=1, style="fancy")

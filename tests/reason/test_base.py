@@ -12,7 +12,8 @@ import pytest
 from lmlab.data import world
 from lmlab.data.world import STEP_BY_STEP
 from lmlab.infer.engine import SamplingParams
-from lmlab.reason.base import FlopModel, ReasonError, extract, normalize, vote
+from lmlab.model.transformer import FlopModel
+from lmlab.reason.base import ReasonError, extract, normalize, vote
 from lmlab.reason.strategies import (
     Adaptive,
     Direct,

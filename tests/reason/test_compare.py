@@ -9,8 +9,8 @@ import pytest
 
 from lmlab.data import world
 from lmlab.infer import SamplingParams
+from lmlab.model.transformer import FlopModel
 from lmlab.reason import compare, plot
-from lmlab.reason.base import FlopModel
 from lmlab.reason.compare import mark_pareto, settings_for
 from tests.reason.fakes import ScriptedEngine
 

@@ -11,7 +11,8 @@ import pytest
 from lmlab.data import world
 from lmlab.data.world import STEP_BY_STEP, Problem
 from lmlab.infer.engine import SamplingParams
-from lmlab.reason.base import FlopModel, Ledger, ReasonError, Result, is_correct
+from lmlab.model.transformer import FlopModel
+from lmlab.reason.base import Ledger, ReasonError, Result, is_correct
 from lmlab.reason.strategies import TreeOfThoughts
 from lmlab.reason.tot import (
     Node,

@@ -359,3 +359,21 @@ def test_moe_bias_follows_the_global_load_on_two_gloo_ranks(parallel: str, tmp_p
     torch.testing.assert_close(rank0, torch.stack(want))
     # the data make the check bite: rank 0's own load would have moved the bias elsewhere
     assert not torch.equal(torch.stack(rank0_alone), torch.stack(want))
+
+
+def test_tokens_counted_by_the_objective_add_up(tmp_path: Path) -> None:
+    """An objective whose batches vary in size (reward model, DPO) reports its own token count;
+    the step's count is the sum over its micro-batches."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(context_length=16))
+    trainer = Trainer(model, TrainConfig(max_steps=2), tmp_path, Dist(), torch.device("cpu"))
+
+    def objective(m: torch.nn.Module, ids: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return m(ids).float().mean(), {"tokens": float(ids.numel())}
+
+    trainer.step(
+        objective, [torch.ones(2, 5, dtype=torch.long), torch.ones(3, 7, dtype=torch.long)]
+    )
+    assert trainer.tokens == 2 * 5 + 3 * 7
+    trainer.step(objective, [torch.ones(1, 4, dtype=torch.long)], n_tokens=999)
+    assert trainer.tokens == 2 * 5 + 3 * 7 + 4  # the objective's count wins

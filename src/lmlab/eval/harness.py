@@ -1,11 +1,17 @@
 """Run a suite of world tasks through the engine and score the answers.
 
 For each task spec (`arith:3`, `icl:k=8`, ...) the harness draws `n` test-split problems (new
-problems in held-out phrasings), asks each as a one-turn chat — plainly for `direct`, with the
-step-by-step request for `cot` — generates greedily in batches with the one `Engine`, extracts
-the answer and scores it: verifier accuracy, exact match, per-character (per-digit) accuracy,
-normalised edit distance, and the log-likelihood of the gold response by teacher forcing.
-Results are a JSON-ready dict; `print_table` shows them.
+problems in held-out phrasings), asks each — plainly for `direct`, with the step-by-step request
+for `cot` — generates greedily in batches with the one `Engine`, extracts the answer and scores
+it: verifier accuracy, exact match, per-character (per-digit) accuracy, normalised edit
+distance, and the log-likelihood of the gold response by teacher forcing. Results are a
+JSON-ready dict; `print_table` shows them.
+
+Two prompt styles: `chat` (a one-turn chat, for fine-tuned models) and `plain` (for base
+models: the question as the pretraining corpus writes it, `Question: ...` then `Answer:` or the
+worked solution, after `shots` solved train-split problems of the same task, each its own
+document). Each task's result also counts the tokens the engine prefilled and generated and
+their forward FLOPs, for compute ledgers.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from torch import nn
 
 from lmlab.data import world
 from lmlab.data.tokenizer import Tokenizer
+from lmlab.data.world import ANSWER_PREFIX
 from lmlab.eval.metrics import (
     char_accuracy,
     exact_match,
@@ -28,8 +35,10 @@ from lmlab.eval.metrics import (
     normalized_edit_distance,
 )
 from lmlab.infer import Engine, SamplingParams
+from lmlab.model.transformer import FlopModel
 
 STRATEGIES = ("direct", "cot")
+STYLES = ("chat", "plain")
 
 
 def check_strategy(strategy: str) -> bool:
@@ -53,6 +62,28 @@ def score(problem: world.Problem, completion: str) -> dict[str, Any]:
     }
 
 
+def plain_prompt(tok: Tokenizer, problem: world.Problem, cot: bool, shots: list[int]) -> list[int]:
+    """A base model's prompt: solved exemplars (token ids of whole documents, each opening with
+    <|bos|> as in pretraining), then the question as a document begins."""
+    opening = f"Question: {world.prompt(problem, cot)}\n" + ("" if cot else ANSWER_PREFIX)
+    return [*shots, tok.bos_id, *tok.encode(opening)]
+
+
+def plain_gold(problem: world.Problem, cot: bool) -> str:
+    """What follows a plain prompt in a pretraining document: the worked solution, or a space
+    and the answer; then the line break that ends the document."""
+    return f"{problem.trace}\n" if cot else f" {problem.answer}\n"
+
+
+def _exemplars(tok: Tokenizer, spec: str, cot: bool, shots: int, seed: int) -> list[int]:
+    name, knobs = world.parse_task(spec)
+    solved = world.generate(name, shots, seed=seed + 7919, split="train", **knobs)
+    ids: list[int] = []
+    for p in solved:
+        ids += [tok.bos_id, *tok.encode(world.render(p, cot))]
+    return ids
+
+
 def evaluate_task(
     engine: Any,
     model: nn.Module,
@@ -64,13 +95,26 @@ def evaluate_task(
     max_new_tokens: int | None = None,
     batch_size: int = 32,
     n_examples: int = 3,
+    style: str = "chat",
+    shots: int = 0,
 ) -> dict[str, Any]:
     """Metrics of one task spec (averages over `n` test problems) and a few example outputs."""
     cot = check_strategy(strategy)
+    if style not in STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; choose from {', '.join(STYLES)}")
     name, knobs = world.parse_task(spec)
     problems = world.generate(name, n, seed=seed, split="test", **knobs)
-    prompts = [world.prompt_ids(tok, p, cot) for p in problems]
-    golds = [[*tok.encode(world.response(p, cot)), tok.end_id] for p in problems]
+    stop: list[str] | None = None
+    if style == "chat":
+        prompts = [world.prompt_ids(tok, p, cot) for p in problems]
+        golds = [[*tok.encode(world.response(p, cot)), tok.end_id] for p in problems]
+    else:
+        exemplars = _exemplars(tok, spec, cot, shots, seed) if shots else []
+        prompts = [plain_prompt(tok, p, cot, exemplars) for p in problems]
+        if prompts and max(map(len, prompts)) >= model.cfg.context_length // 2:
+            prompts = [plain_prompt(tok, p, cot, []) for p in problems]  # exemplars do not fit
+        golds = [tok.encode(plain_gold(p, cot)) for p in problems]
+        stop = ["\nQuestion:"] if cot else ["\n"]
     context = model.cfg.context_length
     room = context - max(map(len, prompts))
     budget = max_new_tokens or 2 * max(map(len, golds)) + 8
@@ -80,13 +124,22 @@ def evaluate_task(
             f"{spec}: prompts of {context - room} tokens leave no room to answer in the "
             f"context of {context}; lower the difficulty"
         )
-    params = SamplingParams(max_new_tokens=budget, temperature=0.0, seed=seed)
+    params = SamplingParams(
+        max_new_tokens=budget,
+        temperature=0.0,
+        seed=seed,
+        stop=stop,
+        stop_token_ids=[tok.bos_id] if style == "plain" else None,  # a base model's next document
+    )
     texts: list[str] = []
     cut_off = 0  # completions that hit the token budget before <|end|>
+    generated: list[int] = []
     for start in range(0, len(prompts), batch_size):
         outs = engine.generate(prompts[start : start + batch_size], params)
         texts += [o[0].text for o in outs]
+        generated += [len(o[0].token_ids) for o in outs]
         cut_off += sum(o[0].finish_reason == "length" for o in outs)
+    flop_model = FlopModel.of(model)
     logps = gold_logprobs(model, prompts, golds, batch_size)
     rows = [score(p, t) for p, t in zip(problems, texts, strict=True)]
     scored = [lp for lp in logps if lp is not None]
@@ -103,6 +156,12 @@ def evaluate_task(
         "gold_logprob_per_token": sum(scored) / sum(n_gold_tokens) if scored else math.nan,
         "max_new_tokens": budget,
         "cut_off": cut_off,
+        "style": style,
+        "prompt_tokens": sum(map(len, prompts)),
+        "generated_tokens": sum(generated),
+        "flops": sum(
+            flop_model.request(len(p), [g]) for p, g in zip(prompts, generated, strict=True)
+        ),
         "examples": [
             {
                 "question": p.question,
@@ -128,8 +187,11 @@ def evaluate(
     max_new_tokens: int | None = None,
     batch_size: int = 32,
     engine: Any = None,
+    style: str = "chat",
+    shots: int = 0,
 ) -> dict[str, Any]:
-    """Evaluate every task spec; `engine` defaults to the one `Engine` over `model`."""
+    """Evaluate every task spec; `engine` defaults to the one `Engine` over `model`; `style`
+    and `shots` as in the module docstring."""
     check_strategy(strategy)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -141,11 +203,24 @@ def evaluate(
         engine = Engine(model, tok, max_batch=batch_size)
     t0 = time.perf_counter()
     results = {
-        spec: evaluate_task(engine, model, tok, spec, strategy, n, seed, max_new_tokens, batch_size)
+        spec: evaluate_task(
+            engine,
+            model,
+            tok,
+            spec,
+            strategy,
+            n,
+            seed,
+            max_new_tokens,
+            batch_size,
+            style=style,
+            shots=shots,
+        )
         for spec in tasks
     }
     return {
         "strategy": strategy,
+        "style": style,
         "n": n,
         "seed": seed,
         "split": "test",

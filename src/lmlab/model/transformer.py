@@ -14,7 +14,9 @@ gate/up projections are fused into one matrix each so a block runs two fewer mat
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -273,6 +275,37 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, f
         "n_matmul": float(n_matmul),
         "n_matmul_total": float(n_matmul_total),
     }
+
+
+@dataclass(frozen=True)
+class FlopModel:
+    """Forward FLOPs of inference requests: 2 * n_matmul per token run through the model plus
+    causal attention over the keys each token actually attends to (prefill and decode)."""
+
+    n_matmul: float = 0.0
+    attn_per_key: float = 0.0
+    """4 * n_layer * d_attn: QK^T and AV FLOPs per (query token, key) pair."""
+
+    @classmethod
+    def of(cls, engine: Any) -> FlopModel:
+        """The FLOP model of whatever runs a model of `engine.cfg` (zero without a config: a
+        scripted engine in tests)."""
+        cfg = getattr(engine, "cfg", None)
+        if cfg is None:
+            return cls()
+        return cls(flops_per_token(cfg)["n_matmul"], 4.0 * cfg.n_layer * cfg.n_head * cfg.head_dim)
+
+    def request(self, prompt_len: int, generated: Sequence[int]) -> float:
+        """FLOPs of one request: the prompt prefilled once, then each sample's decode steps (the
+        last token sampled is never fed back)."""
+        p = prompt_len
+        flops = 2 * self.n_matmul * p + self.attn_per_key * p * (p + 1) / 2
+        for g in generated:
+            steps = max(g - 1, 0)  # token i (i >= 1) is decoded at position p + i - 1
+            flops += 2 * self.n_matmul * steps + self.attn_per_key * (
+                steps * (p + 1) + steps * (steps - 1) / 2
+            )
+        return flops
 
 
 def accounting_rows(cfg: ModelConfig) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from lmlab.data import world
 from lmlab.data.tokenizer import Message, Tokenizer
 from lmlab.data.world import ANSWER_PREFIX, Family, Problem
 from lmlab.infer.engine import Completion, SamplingParams
-from lmlab.model.transformer import flops_per_token
+from lmlab.model.transformer import FlopModel
 
 
 class ReasonError(ValueError):
@@ -107,34 +107,6 @@ class Compute:
         self.prompt_tokens += other.prompt_tokens
         self.flops += other.flops
         self.calls += other.calls
-
-
-@dataclass(frozen=True)
-class FlopModel:
-    """Forward FLOPs of a model: 2 * n_matmul per token plus causal attention."""
-
-    n_matmul: float = 0.0
-    attn_per_key: float = 0.0
-    """4 * n_layer * d_attn: QK^T and AV FLOPs per (query token, key) pair."""
-
-    @classmethod
-    def of(cls, engine: Any) -> FlopModel:
-        cfg = getattr(engine, "cfg", None)
-        if cfg is None:
-            return cls()
-        return cls(flops_per_token(cfg)["n_matmul"], 4.0 * cfg.n_layer * cfg.n_head * cfg.head_dim)
-
-    def request(self, prompt_len: int, generated: Sequence[int]) -> float:
-        """FLOPs of one request: the prompt prefilled once, then each sample's decode steps (the
-        last token sampled is never fed back)."""
-        p = prompt_len
-        flops = 2 * self.n_matmul * p + self.attn_per_key * p * (p + 1) / 2
-        for g in generated:
-            steps = max(g - 1, 0)  # token i (i >= 1) is decoded at position p + i - 1
-            flops += 2 * self.n_matmul * steps + self.attn_per_key * (
-                steps * (p + 1) + steps * (steps - 1) / 2
-            )
-        return flops
 
 
 @dataclass

@@ -44,7 +44,8 @@ def _pairs_batch(rows: list[tuple[list[int], list[int], int]], pad_id: int) -> d
     seqs = [c for c, _, _ in rows] + [r for _, r, _ in rows]
     ids, lengths = pad_rows(seqs, pad_id)
     prompt_lens = torch.tensor([p for _, _, p in rows] * 2)
-    return {"ids": ids, "mask": response_mask(prompt_lens, lengths, ids.shape[1])}
+    mask = response_mask(prompt_lens, lengths, ids.shape[1])
+    return {"ids": ids, "mask": mask, "n_tokens": lengths.sum()}
 
 
 @torch.no_grad()
@@ -103,7 +104,7 @@ def train_dpo(
     def objective(model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         chosen, rejected = sequence_logprobs(model, b["ids"], b["mask"]).chunk(2)
         loss, metrics = dpo_loss(chosen, rejected, b["ref_chosen"], b["ref_rejected"], beta)
-        return with_router_losses(model, loss), metrics
+        return with_router_losses(model, loss), {**metrics, "tokens": float(b["n_tokens"])}
 
     cfg.train = train
     stage.write_run_files(cfg, tok)

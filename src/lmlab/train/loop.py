@@ -165,7 +165,9 @@ class Trainer:
     ) -> dict[str, float]:
         """Accumulate gradients over `batches` (micro-batches of one step), clip, update.
 
-        Returns the step's metrics averaged over micro-batches and data-parallel ranks.
+        Returns the step's metrics averaged over micro-batches and data-parallel ranks. The
+        step trained on `n_tokens` tokens (all ranks together); an objective whose batches vary
+        in size reports its own count instead, as the metric `tokens` of each micro-batch.
         """
         micro = list(batches)
         lr = lr_at(self.step_count, self.cfg)
@@ -195,9 +197,14 @@ class Trainer:
         update_balance_bias(self.model)  # MoE: once per step, from the global expert load
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
-        self.tokens += n_tokens
+        counted = sums.pop("tokens", None)
         out = {k: v / len(micro) for k, v in sums.items()}
+        if counted is not None:  # this rank's count: the step's is the sum over ranks
+            out["tokens_counted"] = counted
         out = self.all_reduce_mean(out)
+        if counted is not None:
+            n_tokens = round(out.pop("tokens_counted") * self.dist.world)
+        self.tokens += n_tokens
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
             grad_norm = grad_norm.full_tensor()
         out["grad_norm"] = float(grad_norm)
@@ -315,10 +322,9 @@ class Trainer:
                         "tokens_per_s": (self.tokens - tokens0) / max(elapsed, 1e-9),
                         "steps_per_s": (done - step0) / max(elapsed, 1e-9),
                     }
-                    # objectives whose batches vary in size (reward model, DPO) count no tokens
                     speed = (
                         f"{row['tokens_per_s']:,.0f} tok/s"
-                        if tokens_per_step
+                        if self.tokens > tokens0
                         else f"{row['steps_per_s']:.2f} steps/s"
                     )
                     if is_eval:

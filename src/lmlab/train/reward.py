@@ -60,7 +60,8 @@ def bt_objective(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, di
     scores = gather_at(model(batch["ids"]), batch["last"])
     chosen, rejected = scores.chunk(2)
     loss, acc = bradley_terry(chosen, rejected)
-    return with_router_losses(model, loss), {"accuracy": float(acc)}
+    tokens = float((batch["last"] + 1).sum())
+    return with_router_losses(model, loss), {"accuracy": float(acc), "tokens": tokens}
 
 
 def train_reward_model(
