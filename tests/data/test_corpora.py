@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lmlab.data.corpora import CorpusError, load_corpus
+from lmlab.data.corpora import load_corpus
+from lmlab.data.corpus import CorpusError
 
 
 def test_single_text_file_holds_out_its_tail(corpus_file: Path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmlab.data.corpora import Corpus, load_corpus
+from lmlab.data.corpora import load_corpus
+from lmlab.data.corpus import Corpus
 from lmlab.data.shards import Batches, build_shards
 from lmlab.data.tokenizer import train_bpe
 

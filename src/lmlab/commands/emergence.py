@@ -9,7 +9,8 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
-from lmlab.eval.emergence import LadderConfig, run_ladder, sharpness_table
+from lmlab.experiments.config import LadderConfig
+from lmlab.experiments.emergence import run_ladder, sharpness_table
 
 
 @dataclass

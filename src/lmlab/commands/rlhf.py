@@ -10,7 +10,7 @@ import tyro
 
 from lmlab.commands.common import console
 from lmlab.config import PPOConfig
-from lmlab.eval.overopt import run_overopt
+from lmlab.experiments.overopt import run_overopt
 
 USAGE = "usage: lmlab rlhf overopt RUN --out DIR [options] (--help after the verb)"
 

@@ -12,18 +12,19 @@ Sources (`--corpus`):
 - a `.jsonl` file: one document per line, from the `text_field` of each JSON object.
 - `hf:NAME[:SPLIT]`: a Hugging Face dataset already present in the local cache (never downloads).
 - `world` or `world:OPTIONS`: generated task-world documents (see `lmlab.data.world`).
+
+The corpus record itself (`Corpus`, the split, the fingerprint) is `lmlab.data.corpus`.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
-import sysconfig
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from lmlab.data import world
+from lmlab.data.corpus import Corpus, CorpusError, python_stdlib, read_text, split_docs
 from lmlab.data.jsonl import read_jsonl
 
 TEXT_SUFFIXES = {
@@ -47,79 +48,6 @@ TEXT_SUFFIXES = {
     ".yml",
     ".csv",
 }
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read or is empty (shown to the user as one line)."""
-
-
-@dataclass
-class Corpus:
-    name: str
-    train: list[str]
-    val: list[str]
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 over the split documents: equal fingerprints mean equal token streams."""
-        h = hashlib.sha256()
-        for part in (self.train, self.val):
-            h.update(b"\x00split")
-            for doc in part:
-                h.update(hashlib.sha256(doc.encode()).digest())
-        return h.hexdigest()
-
-    @property
-    def n_chars(self) -> int:
-        return sum(map(len, self.train)) + sum(map(len, self.val))
-
-
-def _hash_fraction(key: str) -> float:
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
-
-
-def split_docs(name: str, keys: list[str], docs: list[str], val_fraction: float) -> Corpus:
-    """Hold out the documents whose key hashes below `val_fraction` (at least one)."""
-    docs_keys = [(k, d) for k, d in zip(keys, docs, strict=True) if d]
-    if not docs_keys:
-        raise CorpusError(f"corpus {name!r} is empty")
-    if len(docs_keys) == 1:
-        text = docs_keys[0][1]
-        cut = int(len(text) * (1 - val_fraction))
-        return Corpus(name, [text[:cut]], [text[cut:]])
-    val_idx = {i for i, (k, _) in enumerate(docs_keys) if _hash_fraction(k) < val_fraction}
-    if not val_idx:
-        val_idx = {min(range(len(docs_keys)), key=lambda i: _hash_fraction(docs_keys[i][0]))}
-    train = [d for i, (_, d) in enumerate(docs_keys) if i not in val_idx]
-    val = [d for i, (_, d) in enumerate(docs_keys) if i in val_idx]
-    return Corpus(name, train, val)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise CorpusError(f"{path} is not UTF-8 text") from None
-    except OSError as e:
-        raise CorpusError(f"cannot read {path}: {e.strerror}") from None
-
-
-def python_stdlib(val_fraction: float = 0.02) -> Corpus:
-    """The installed Python standard library's source files (fixed 2% split: `val_fraction`
-    is ignored so that every run on this corpus evaluates on the same held-out files)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    paths = sorted(
-        p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)
-    )
-    keys = [p.relative_to(root).as_posix() for p in paths]
-    docs = []
-    for p in paths:
-        try:
-            docs.append(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, OSError):
-            docs.append("")  # a handful of stdlib files are deliberately undecodable
-    return split_docs("python-stdlib", keys, docs, 0.02)
 
 
 def _jsonl(path: Path, text_field: str) -> list[str]:
@@ -168,21 +96,16 @@ def _files(spec: str) -> list[Path]:
     )
 
 
-SOURCES: dict[str, Callable[[float], Corpus]] = {"python-stdlib": python_stdlib}
-
-
-def register_source(name: str, loader: Callable[[float], Corpus]) -> None:
-    """Add a named corpus source (used by built-in generators such as the task world)."""
-    SOURCES[name] = loader
+SOURCES: dict[str, Callable[[float], Corpus]] = {
+    "python-stdlib": python_stdlib,
+    "world": world.world_corpus,
+}
 
 
 def load_corpus(spec: str, val_fraction: float = 0.02, text_field: str = "text") -> Corpus:
     """Load the corpus named or pointed to by `spec` (see the module docstring)."""
     if not 0 < val_fraction < 1:
         raise CorpusError(f"val fraction must be in (0, 1), got {val_fraction}")
-    # the task world registers `world` on import; imported here because it imports this module
-    from lmlab.data import world
-
     if spec in SOURCES:
         return SOURCES[spec](val_fraction)
     if spec.startswith("world:"):
@@ -196,5 +119,5 @@ def load_corpus(spec: str, val_fraction: float = 0.02, text_field: str = "text")
     if len(files) == 1 and files[0].suffix == ".jsonl":
         docs = _jsonl(files[0], text_field)
         return split_docs(spec, [str(i) for i in range(len(docs))], docs, val_fraction)
-    docs = [_read_text(p) for p in files]
+    docs = [read_text(p) for p in files]
     return split_docs(spec, [p.as_posix() for p in files], docs, val_fraction)

@@ -25,7 +25,8 @@ import torch
 from rich.progress import Progress
 
 from lmlab.config import RunConfig
-from lmlab.data.corpora import Corpus, load_corpus
+from lmlab.data.corpora import load_corpus
+from lmlab.data.corpus import Corpus
 from lmlab.data.tokenizer import Tokenizer, build_tokenizer
 
 

@@ -56,7 +56,9 @@ import torch
 from torch import Tensor, nn
 
 from lmlab.data.tokenizer import Message, Tokenizer
+from lmlab.infer.kernels import decode_attention_op
 from lmlab.infer.packed import can_prepack, prepacked
+from lmlab.model.load import load_run
 
 
 class GenerationError(ValueError):
@@ -531,7 +533,6 @@ class Engine:
             return None
         if self.device.type != "cpu" or dtype != torch.float32:
             return None
-        from lmlab.infer.kernels import decode_attention_op
 
         return decode_attention_op()
 
@@ -540,7 +541,6 @@ class Engine:
         cls, run_dir: str | Path, device: str | torch.device = "cpu", **kw: Any
     ) -> Engine:
         """An engine over the latest checkpoint of an lmlab run directory."""
-        from lmlab.model.load import load_run
 
         model, tok, _ = load_run(Path(run_dir), device)
         kw.setdefault("prepack", True)  # a loaded checkpoint is for inference only

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.config import ModelConfig
-from lmlab.model.transformer import SwiGLU
+from lmlab.model.layers import SwiGLU
 
 GemmImpl = Literal["auto", "grouped_mm", "loop"]
 

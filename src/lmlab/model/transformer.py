@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.config import ModelConfig
+from lmlab.model.layers import SwiGLU
+from lmlab.model.moe import MoE
 
 
 class KVCache(Protocol):
@@ -97,24 +99,9 @@ class Attention(nn.Module):
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * hd))
 
 
-class SwiGLU(nn.Module):
-    """Feed-forward w2(silu(x w1) * (x w3)), with w1 and w3 fused as `w13`."""
-
-    def __init__(self, d_model: int, d_ff: int) -> None:
-        super().__init__()
-        self.w13 = nn.Linear(d_model, 2 * d_ff, bias=False)
-        self.w2 = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.w13(x).chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
-
-
 def make_ffn(cfg: ModelConfig, layer: int) -> nn.Module:
     """The feed-forward module of block `layer` (the hook where MoE layers plug in)."""
     if cfg.moe.is_moe_layer(layer):
-        from lmlab.model.moe import MoE  # moe.py builds on this module's SwiGLU
-
         return MoE(cfg, layer)
     return SwiGLU(cfg.d_model, cfg.ffn_dim)
 

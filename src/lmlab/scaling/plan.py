@@ -29,7 +29,10 @@ from typing import Any
 import torch
 
 from lmlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lmlab.data.corpora import load_corpus
+from lmlab.data.shards import get_tokenizer
 from lmlab.model.transformer import Transformer, flops_per_token, param_counts
+from lmlab.runs import write_atomic
 from lmlab.scaling.config import PlanConfig, ScalingError
 
 PLAN_FILE = "plan.json"
@@ -215,8 +218,6 @@ def resolve_corpus(cfg: PlanConfig) -> str:
     """Load the corpus and build (or fetch) its tokenizer, as every run will; set
     `cfg.vocab_size` to the model vocabulary the runs will really have (char/byte tokenizers
     fix their own) and return the corpus fingerprint the sweep is tied to."""
-    from lmlab.data.corpora import load_corpus
-    from lmlab.data.shards import get_tokenizer
 
     run = RunConfig(
         model=ModelConfig(vocab_size=cfg.vocab_size),
@@ -277,7 +278,6 @@ def write_plan(plan: dict[str, Any], out: Path) -> Path:
                 "choose another --out"
             )
     out.mkdir(parents=True, exist_ok=True)
-    from lmlab.runs import write_atomic
 
     write_atomic(path, json.dumps(plan, indent=2) + "\n")
     return path

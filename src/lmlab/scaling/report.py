@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
+from lmlab.runs import write_atomic
 from lmlab.scaling.fit import (
     Fits,
     Points,
@@ -29,6 +30,7 @@ from lmlab.scaling.plan import (
     plan_run,
     write_plan,
 )
+from lmlab.scaling.plots import plot_all
 from lmlab.scaling.run import sweep_points
 
 
@@ -66,11 +68,8 @@ def fit_source(
     out = out or default_out(src)
     out.mkdir(parents=True, exist_ok=True)
     if plots:
-        from lmlab.scaling.plots import plot_all
-
         pngs = plot_all(pts, fits, out, float(pts.budget.max()) * 4)
         result["plots"] = [str(p) for p in pngs]
-    from lmlab.runs import write_atomic
 
     write_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
     return result, pts, fits

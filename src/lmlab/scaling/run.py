@@ -24,8 +24,12 @@ from typing import Any
 import numpy as np
 
 from lmlab.config import RunConfig
+from lmlab.data.corpora import load_corpus
+from lmlab.data.shards import build_shards, get_tokenizer
+from lmlab.runs import CheckpointError, latest_checkpoint, write_atomic
 from lmlab.scaling.fit import Points, ScalingError
 from lmlab.scaling.plan import load_plan
+from lmlab.train.pretrain import pretrain
 
 POINT_COLUMNS = (
     "run",
@@ -46,7 +50,6 @@ def run_dir(sweep: Path, name: str) -> Path:
 
 
 def _checkpoint_step(path: Path) -> int | None:
-    from lmlab.runs import CheckpointError, latest_checkpoint
 
     try:
         ckpt = latest_checkpoint(path)
@@ -78,8 +81,6 @@ def _train_one(sweep: str, run: dict[str, Any], resume: bool, threads: int) -> d
     """Worker: one pretraining run, its console output going to SWEEP/logs/NAME.log."""
     import torch
 
-    from lmlab.train.pretrain import pretrain
-
     torch.set_num_threads(threads)
     out = run_dir(Path(sweep), run["name"])
     log = Path(sweep) / "logs" / f"{run['name']}.log"
@@ -100,8 +101,6 @@ def _train_one(sweep: str, run: dict[str, Any], resume: bool, threads: int) -> d
 def prepare_corpus(plan: dict[str, Any]) -> None:
     """Check the corpus is the one planned and build its tokenizer and shards once, before any
     worker starts (workers then read the cache)."""
-    from lmlab.data.corpora import load_corpus
-    from lmlab.data.shards import build_shards, get_tokenizer
 
     cfg = RunConfig.from_dict(plan["runs"][0]["config"])
     corpus = load_corpus(cfg.data.corpus, cfg.data.val_fraction, cfg.data.text_field)
@@ -218,7 +217,6 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
 
 
 def write_results(sweep: Path) -> list[dict[str, Any]]:
-    from lmlab.runs import write_atomic
 
     rows = collect(sweep)
     write_atomic(sweep / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

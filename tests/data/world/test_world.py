@@ -9,7 +9,7 @@ import pytest
 
 from lmlab.cli import main
 from lmlab.data import world
-from lmlab.data.corpora import load_corpus
+from lmlab.data.corpora import SOURCES, load_corpus
 from lmlab.data.world import arith, chain, countdown, icl, strings
 from lmlab.data.world.base import key_split, split_templates
 
@@ -124,9 +124,7 @@ def test_world_corpus_holds_train_problems_split_by_key() -> None:
         load_corpus("world:bogus=1")
 
 
-def test_world_is_a_registered_source() -> None:
-    from lmlab.data.corpora import SOURCES
-
+def test_world_is_a_named_source() -> None:
     assert "world" in SOURCES
 
 

@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from lmlab.data.corpora import Corpus, python_stdlib, register_source, split_docs
+from lmlab.data.corpus import Corpus, python_stdlib, split_docs
 from lmlab.data.world import arith, chain, countdown, icl, strings
 from lmlab.data.world.base import (
     ANSWER_PREFIX,
@@ -239,6 +239,3 @@ def world_source(options: str) -> Callable[[float], Corpus]:
     if weights:
         kw["weights"] = weights
     return lambda val_fraction: world_corpus(val_fraction, **kw)
-
-
-register_source("world", world_corpus)

@@ -23,84 +23,29 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from lmlab.config import DataConfig, ModelConfig, RunConfig, SFTConfig, TrainConfig
-
-SIZES: dict[str, tuple[int, int, int]] = {
-    # name: (layers, heads, d_model); "tiny" has the `small` preset's shape (the world run)
-    "nano": (2, 2, 64),
-    "micro": (3, 3, 96),
-    "tiny": (4, 4, 128),
-    "mini": (5, 4, 192),
-    "small": (6, 4, 256),
-    "medium": (8, 8, 512),
-}
-
-ABILITIES: dict[str, list[str]] = {
-    "arithmetic": ["arith:1", "arith:2", "arith:3", "arith:4"],
-    "icl": ["icl:k=0", "icl:k=1", "icl:k=2", "icl:k=4", "icl:k=8"],
-    "instructions": ["strings"],
-}
+from lmlab.config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SFTConfig,
+    TrainConfig,
+    sft_train_config,
+)
+from lmlab.eval.harness import evaluate_task
+from lmlab.experiments.config import SIZES, LadderConfig
+from lmlab.infer import Engine
+from lmlab.model.load import load_run
+from lmlab.model.transformer import flops_per_token, param_counts
+from lmlab.runs import CheckpointError, latest_checkpoint, write_atomic
+from lmlab.train.pretrain import pretrain
+from lmlab.train.sft import sft
 
 METRICS = ("exact_match", "char_accuracy", "edit_similarity", "gold_logprob_per_token")
-
-
-class EmergenceError(ValueError):
-    """A bad ladder or setting (shown to the user as one line)."""
-
-
-@dataclass
-class LadderConfig:
-    """What every size of the ladder is trained and evaluated with."""
-
-    ladder: str = "nano,micro,tiny,mini"
-    """Comma-separated sizes, smallest first: nano, micro, tiny, mini, small, medium."""
-    corpus: str = "world:n=20000"
-    """Pretraining corpus (the same for every size)."""
-    steps: int = 600
-    """Pretraining steps per size."""
-    sft_steps: int = 300
-    """Fine-tuning steps per size (world chats)."""
-    n_world: int = 8000
-    """World chats for fine-tuning."""
-    abilities: str = "arithmetic,icl,instructions"
-    """Comma-separated abilities to evaluate: arithmetic, icl, instructions."""
-    n: int = 100
-    """Test problems per task spec."""
-    seed: int = 0
-    """Seed of the test problems."""
-    device: str = "cpu"
-    """cpu or cuda[:N]."""
-
-    def sizes(self) -> list[str]:
-        names = [s.strip() for s in self.ladder.split(",") if s.strip()]
-        bad = [s for s in names if s not in SIZES]
-        if bad:
-            raise EmergenceError(f"unknown size {bad[0]!r}; choose from {', '.join(SIZES)}")
-        if len(names) < 2 or len(set(names)) != len(names):
-            raise EmergenceError("a ladder needs at least 2 different sizes, e.g. nano,micro,tiny")
-        return names
-
-    def specs(self) -> dict[str, list[str]]:
-        names = [a.strip() for a in self.abilities.split(",") if a.strip()]
-        bad = [a for a in names if a not in ABILITIES]
-        if bad or not names:
-            raise EmergenceError(
-                f"unknown ability {(bad or [''])[0]!r}; choose from {', '.join(ABILITIES)}"
-            )
-        return {a: ABILITIES[a] for a in names}
-
-    def validate(self) -> None:
-        self.sizes()
-        self.specs()
-        for name, v in (("steps", self.steps), ("sft_steps", self.sft_steps), ("n", self.n)):
-            if v < 1:
-                raise EmergenceError(f"{name} must be >= 1, got {v}")
 
 
 def size_config(name: str, cfg: LadderConfig) -> RunConfig:
@@ -128,7 +73,6 @@ def size_config(name: str, cfg: LadderConfig) -> RunConfig:
 
 
 def _has_checkpoint(run: Path) -> bool:
-    from lmlab.runs import CheckpointError, latest_checkpoint
 
     try:
         latest_checkpoint(run)
@@ -151,9 +95,6 @@ def _tokens_trained(run: Path) -> float:
 
 def train_size(name: str, cfg: LadderConfig, out: Path, show_progress: bool = False) -> Path:
     """Pretrain and fine-tune one size into OUT/NAME/{base,sft}, reusing finished stages."""
-    from lmlab.config import sft_train_config
-    from lmlab.train.pretrain import pretrain
-    from lmlab.train.sft import sft
 
     base, tuned = out / name / "base", out / name / "sft"
     if not _has_checkpoint(base):
@@ -171,11 +112,6 @@ def train_size(name: str, cfg: LadderConfig, out: Path, show_progress: bool = Fa
 
 def evaluate_size(name: str, cfg: LadderConfig, out: Path) -> list[dict[str, Any]]:
     """Rows (one per task spec) for the fine-tuned run of one size; cached in OUT/NAME."""
-    from lmlab.eval.harness import evaluate_task
-    from lmlab.infer import Engine
-    from lmlab.model.load import load_run
-    from lmlab.model.transformer import flops_per_token, param_counts
-    from lmlab.runs import write_atomic
 
     cache = out / name / f"eval-n{cfg.n}-s{cfg.seed}.json"
     specs = cfg.specs()
@@ -294,7 +230,6 @@ def run_ladder(
     cfg: LadderConfig, out: Path, show_progress: bool = False, report: Any = print
 ) -> dict[str, Any]:
     """Train (or reuse) every size, evaluate, summarise and plot; writes OUT/emergence.json."""
-    from lmlab.runs import write_atomic
 
     cfg.validate()
     sizes = cfg.sizes()

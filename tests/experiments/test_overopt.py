@@ -1,5 +1,5 @@
-"""Tests for lmlab.eval.overopt: the Gao et al. functional forms are recovered exactly, and the
-direct fit of R(d) beats the old fit of R/d on noisy data."""
+"""Tests for lmlab.experiments.overopt: the Gao et al. functional forms are recovered exactly,
+and the direct fit of R(d) beats the old fit of R/d on noisy data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lmlab.config import PPOConfig, TrainConfig
-from lmlab.eval.overopt import bon_kl, fit_form, predict_form, run_overopt
+from lmlab.experiments.overopt import bon_kl, fit_form, predict_form, run_overopt
 
 
 @pytest.mark.parametrize("form", ["bon", "rl"])

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from lmlab.cli import main
-from lmlab.eval.emergence import (
-    EmergenceError,
-    LadderConfig,
-    plot,
-    run_ladder,
-    sharpness,
-    summarize,
-)
+from lmlab.experiments.config import EmergenceError, LadderConfig
+from lmlab.experiments.emergence import plot, run_ladder, sharpness, summarize
 
 
 def test_sharpness_separates_a_jump_from_a_ramp() -> None:
