@@ -11,7 +11,7 @@ from lmlab.data.tokenizer import char_tokenizer
 from lmlab.model.transformer import flops_per_token, param_counts
 from lmlab.scaling.config import PlanConfig, ScalingError
 from lmlab.scaling.plan import family, make_plan, resolve_corpus, write_plan
-from tests.scaling.conftest import tiny_plan_config
+from tests.conftest import tiny_plan_config
 
 
 def test_plan_honours_budgets_and_per_run_schedules(corpus_file: Path) -> None:

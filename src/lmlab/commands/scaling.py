@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.experiments.sweep import run_sweep
 from lmlab.scaling.config import PlanConfig
 from lmlab.scaling.plan import make_plan, resolve_corpus, write_plan
 from lmlab.scaling.report import (
@@ -22,7 +23,6 @@ from lmlab.scaling.report import (
     predict,
     runs_table,
 )
-from lmlab.scaling.run import run_sweep
 
 USAGE = "usage: lmlab scaling plan|run|fit|predict ... (--help after the verb)"
 

@@ -30,6 +30,7 @@ from lmlab.data.tokenizer import Tokenizer
 from lmlab.eval.annotate import generate_prefs
 from lmlab.eval.harness import evaluate
 from lmlab.eval.judge import win_rate
+from lmlab.experiments.sweep import run_sweep
 from lmlab.infer import Engine
 from lmlab.lab.config import LabConfig
 from lmlab.model.load import load_run
@@ -40,7 +41,7 @@ from lmlab.scaling.fit import fit_all
 from lmlab.scaling.plan import make_plan, resolve_corpus, write_plan
 from lmlab.scaling.plots import plot_all
 from lmlab.scaling.report import predict
-from lmlab.scaling.run import run_sweep, sweep_points
+from lmlab.scaling.results import sweep_points
 from lmlab.train import dpo, grpo, ppo, pretrain, reward, sft
 from lmlab.train.pretrain import next_token_loss
 from lmlab.train.stage import StageResult, finished_summary

@@ -31,7 +31,7 @@ from lmlab.scaling.plan import (
     write_plan,
 )
 from lmlab.scaling.plots import plot_all
-from lmlab.scaling.run import sweep_points
+from lmlab.scaling.results import sweep_points
 
 
 def load_points(src: Path, count: str | None = None) -> Points:

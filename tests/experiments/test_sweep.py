@@ -1,4 +1,5 @@
-"""Tests for lmlab.scaling.run: a tiny real sweep, skip/resume, results table, bad sweeps."""
+"""Tests for lmlab.experiments.sweep and lmlab.scaling.results: a tiny real sweep, skip and
+resume, the results table, bad sweeps."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from lmlab.config import RunConfig
+from lmlab.experiments.sweep import run_sweep
 from lmlab.scaling.config import ScalingError
-from lmlab.scaling.run import run_dir, run_sweep, sweep_points
+from lmlab.scaling.results import run_dir, sweep_points
 from lmlab.train.pretrain import pretrain
-from tests.scaling.conftest import plan_tiny_sweep
+from tests.conftest import plan_tiny_sweep
 
 
 def test_sweep_results_table_and_curves(tiny_sweep: Path) -> None:

@@ -1,17 +1,15 @@
-"""Sweep running: every planned run is an ordinary pretraining run in SWEEP/runs/NAME.
+"""Training a scaling sweep: every planned run is an ordinary pretraining run in
+SWEEP/runs/NAME.
 
 Runs execute in parallel worker processes and the runner is resumable: a finished run (its
 checkpoint at its last step) is skipped, an interrupted one continues from its latest checkpoint
 (`pretrain(resume=True)`, exact on CPU), and a run killed before its first checkpoint starts
-over. After every run the results are rewritten: SWEEP/results.jsonl (one row per finished run
-with its validation-loss curve) and SWEEP/points.csv (the table `lmlab scaling fit` reads).
+over. After every run the results are rewritten (`lmlab.scaling.results`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import multiprocessing
 import shutil
@@ -21,60 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lmlab.config import RunConfig
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import build_shards, get_tokenizer
-from lmlab.runs import CheckpointError, latest_checkpoint, write_atomic
-from lmlab.scaling.fit import Points, ScalingError
+from lmlab.scaling.fit import ScalingError
 from lmlab.scaling.plan import load_plan
+from lmlab.scaling.results import run_dir, run_status, write_results
 from lmlab.train.pretrain import pretrain
-
-POINT_COLUMNS = (
-    "run",
-    "budget",
-    "params",
-    "params_total",
-    "params_non_embedding",
-    "tokens",
-    "flops",
-    "loss",
-    "wall_s",
-    "predicted_loss",
-)
-
-
-def run_dir(sweep: Path, name: str) -> Path:
-    return sweep / "runs" / name
-
-
-def _checkpoint_step(path: Path) -> int | None:
-
-    try:
-        ckpt = latest_checkpoint(path)
-    except CheckpointError:
-        return None
-    return int(json.loads((ckpt / "state.json").read_text())["step"])
-
-
-def run_status(sweep: Path, run: dict[str, Any], corpus: str) -> str:
-    """'done', 'partial' (resumable), 'broken' (started, no checkpoint) or 'todo'."""
-    path = run_dir(sweep, run["name"])
-    if not path.exists():
-        return "todo"
-    if not (path / "config.json").is_file():
-        return "broken"
-    cfg = RunConfig.load(path / "config.json")
-    if cfg.data.corpus != corpus:
-        raise ScalingError(
-            f"{path} was trained on corpus {cfg.data.corpus!r} but the sweep's plan says "
-            f"{corpus!r}; this sweep directory mixes corpora, use a fresh one"
-        )
-    step = _checkpoint_step(path)
-    if step is None:
-        return "broken"
-    return "done" if step >= run["steps"] else "partial"
 
 
 def _train_one(sweep: str, run: dict[str, Any], resume: bool, threads: int) -> dict[str, Any]:
@@ -174,77 +125,3 @@ def run_sweep(
                 for fut in done:
                     finished(fut.result())
     return write_results(sweep)
-
-
-def collect(sweep: Path) -> list[dict[str, Any]]:
-    """One row per finished run: the plan's numbers, the final val loss and the loss curve."""
-    plan = load_plan(sweep)
-    rows = []
-    for r in plan["runs"]:
-        if run_status(sweep, r, plan["corpus"]) != "done":
-            continue
-        path = run_dir(sweep, r["name"])
-        metrics = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines() if x]
-        curve = [
-            {
-                "step": m["step"],
-                "tokens": m["tokens"],
-                "val_loss": m["val_loss"],
-                "train_loss": m["train_loss"],
-            }
-            for m in metrics
-            if "val_loss" in m and m["step"] <= r["steps"]
-        ]
-        if not curve or curve[-1]["step"] != r["steps"]:
-            continue
-        timing = path / "scaling.json"
-        rows.append(
-            {
-                "run": r["name"],
-                "budget": r["budget"],
-                "params": r["params"],
-                "params_total": r["params_total"],
-                "params_non_embedding": r["params_non_embedding"],
-                "tokens": r["tokens"],
-                "flops": r["flops"],
-                "loss": curve[-1]["val_loss"],
-                "wall_s": json.loads(timing.read_text())["wall_s"] if timing.is_file() else None,
-                **({"predicted_loss": r["predicted_loss"]} if "predicted_loss" in r else {}),
-                "curve": curve,
-            }
-        )
-    return rows
-
-
-def write_results(sweep: Path) -> list[dict[str, Any]]:
-
-    rows = collect(sweep)
-    write_atomic(sweep / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, POINT_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(sweep / "points.csv", buf.getvalue())
-    return rows
-
-
-def sweep_points(sweep: Path, count: str | None = None) -> Points:
-    """The finished runs of a sweep as Points (with curves), N counted as `count` says
-    (default: as the plan counted it)."""
-    plan = load_plan(sweep)
-    rows = collect(sweep)
-    if not rows:
-        raise ScalingError(f"{sweep} has no finished runs yet; run `lmlab scaling run {sweep}`")
-    count = count or plan["settings"].get("count", "total")
-    key = {"total": "params_total", "non_embedding": "params_non_embedding"}.get(count)
-    if key is None:
-        raise ScalingError(f"--count must be total or non_embedding, got {count!r}")
-    return Points(
-        np.array([r[key] for r in rows], dtype=np.float64),
-        np.array([r["tokens"] for r in rows], dtype=np.float64),
-        np.array([r["loss"] for r in rows]),
-        np.array([r["flops"] for r in rows]),
-        np.array([r["budget"] for r in rows]),
-        [r["run"] for r in rows],
-        {r["run"]: np.array([[c["tokens"], c["val_loss"]] for c in r["curve"]]) for r in rows},
-    )
