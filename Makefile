@@ -19,15 +19,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Pretrains the tiny preset on the built-in task world (a few minutes on 2 CPU cores), then asks
-# it a few questions greedily. A second `make demo` continues (or simply reloads) the same run.
-DEMO_PROMPTS := "Question: What is 23 + 45?" "Question: Reverse the string \"lmlab\"."
+# The whole life of a model on the demo preset (a few minutes on 2 CPU cores): tokenizer,
+# pretraining, SFT, preferences, reward model, PPO, GRPO, evaluation, reasoning; then the report
+# card. A second `make demo` resumes (or, once finished, just rebuilds) the same run.
 demo: install
-	if [ -f runs/demo/config.json ]; then $(BIN)/lmlab pretrain --resume runs/demo; \
-	else $(BIN)/lmlab pretrain --preset tiny --corpus world --out runs/demo --train.max-steps 400; fi
-	for p in $(DEMO_PROMPTS); do \
-		$(BIN)/lmlab generate runs/demo --prompt "$$p" --temperature 0 --max-new-tokens 48 \
-			--stop "Question:"; done
+	if [ -f runs/demo/lab.json ]; then $(BIN)/lmlab run --resume runs/demo; \
+	else $(BIN)/lmlab run --preset demo --out runs/demo; fi
+	@echo "report card: runs/demo/report.md and runs/demo/report.html"
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
