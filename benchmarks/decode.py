@@ -1,6 +1,6 @@
 """Decode throughput: the lmlab engine vs Hugging Face `generate`, and the memory-bandwidth bound.
 
-Same random weights (the `small` preset shape, float32, exported to a `LlamaForCausalLM`), same
+Same random weights (the `small-bpe` preset shape, float32, exported to a `LlamaForCausalLM`), same
 prompts, greedy decoding of the same number of new tokens, in one process:
 
 - tokens/s = batch * new_tokens / wall time of a whole `generate` call (prefill included, for

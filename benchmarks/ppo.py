@@ -2,7 +2,7 @@
 
     python benchmarks/ppo.py [--iterations 4] [--prompts 32]
 
-A random-weight model of the `small` preset's shape (char tokenizer over world text) stands in
+A random-weight model of the `small-bpe` preset's shape (char tokenizer over world text) stands in
 for an SFT policy — the timing depends on the shapes and on how long responses run, and a random
 model nearly always runs to --max-new-tokens (the mean length is printed). The reward and
 value models share that shape. Generation goes through the one engine (KV cache, batched);

@@ -1,6 +1,6 @@
 """Serving throughput and latency: concurrent clients (continuous batching) vs one at a time.
 
-One `lmlab serve` process (random weights of the `small` preset shape, float32, 16 slots) and
+One `lmlab serve` process (random weights of the `small-bpe` preset shape, float32, 16 slots) and
 one client process. The same set of requests (different prompts, greedy, `ignore_eos` so each
 generates exactly `--max-tokens` tokens) is sent by 1, 4 and 16 concurrent clients over HTTP
 (`/v1/completions`); each level reports
