@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from lmlab.cli import main
+from lmlab.config import RunConfig
 from lmlab.lab.config import preset
 from lmlab.lab.pipeline import LAB_FILE, run_lab
 from lmlab.lab.report import rebuild
-from lmlab.lab.steps import STEP_NAMES
+from lmlab.lab.steps import STEP_NAMES, corpus_val_loss
+from lmlab.model.load import load_run
 from tests.conftest import run_killed, user_error
 
 TIMING = re.compile(r"\d+:\d\d(:\d\d)?|[\d,.]+ tokens/s")
@@ -59,6 +61,13 @@ def test_every_stage_runs_and_reports(tiny_lab: Path) -> None:
         assert f"## {heading}" in card
     # every figure of the summary table is read from the eval step's results
     evaluation = json.loads((tiny_lab / "eval" / "eval.json").read_text())
+    # every model's validation loss is over the pretraining run's own evaluation windows
+    base = record["steps"]["pretrain"]["summary"]["val_loss"]
+    assert evaluation["models"]["pretrain"]["val_loss"] == pytest.approx(base, rel=1e-6)
+    base_cfg = RunConfig.load(tiny_lab / "pretrain" / "config.json")
+    ppo_model, tok, _ = load_run(tiny_lab / "ppo")
+    want = corpus_val_loss(ppo_model, tok, base_cfg, preset("tiny").eval.val_iters)
+    assert evaluation["models"]["ppo"]["val_loss"] == pytest.approx(want, rel=1e-6)
     sft_loss = evaluation["models"]["sft"]["val_loss"]
     assert f"| pretraining val loss | {evaluation['models']['pretrain']['val_loss']:.4g}" in card
     assert f"{sft_loss:.4g}" in card

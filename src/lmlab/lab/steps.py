@@ -108,15 +108,17 @@ def _pretrain_config(lab: Lab) -> RunConfig:
 
 
 @torch.no_grad()
-def corpus_val_loss(model: nn.Module, tok: Tokenizer, cfg: RunConfig, iters: int) -> float:
-    """Mean next-token loss of `model` on the validation split of the pretraining corpus."""
-    corpus = load_corpus(cfg.data.corpus, cfg.data.val_fraction, cfg.data.text_field)
+def corpus_val_loss(model: nn.Module, tok: Tokenizer, base: RunConfig, iters: int) -> float:
+    """Mean next-token loss of `model` on the validation split of the pretraining corpus, over
+    the windows `base` (the pretraining run's config) evaluates: the same windows for every
+    model of a lab run, so their losses compare."""
+    corpus = load_corpus(base.data.corpus, base.data.val_fraction, base.data.text_field)
     shards = build_shards(corpus, tok, show_progress=False)
-    batches = Batches(shards.val, cfg.model.context_length, cfg.train.seed)
+    batches = Batches(shards.val, base.model.context_length, base.train.seed)
     model.eval()
     losses = [
         next_token_loss(model, b)[0].item()
-        for b in batches.eval_batches(iters, cfg.train.batch_size)
+        for b in batches.eval_batches(iters, base.train.batch_size)
     ]
     return statistics.fmean(losses)
 
@@ -266,9 +268,10 @@ def eval_step(lab: Lab) -> dict[str, Any]:
     models = [m for m in ("pretrain", "moe", *CHAT_MODELS) if finished_summary_of(lab, m)]
     report: dict[str, Any] = {"models": {}}
     seed = lab.seeded(0)
+    base = RunConfig.load(lab.dir("pretrain") / "config.json")
     for name in models:
         model, tok, cfg = load_run(lab.dir(name))
-        row: dict[str, Any] = {"val_loss": corpus_val_loss(model, tok, cfg, s.val_iters)}
+        row: dict[str, Any] = {"val_loss": corpus_val_loss(model, tok, base, s.val_iters)}
         row["params"] = param_counts(cfg.model)["total"]
         engine = Engine(model, tok, max_batch=32)
         style, shots = ("chat", 0) if name in CHAT_MODELS else ("plain", s.base_shots)
