@@ -64,13 +64,16 @@ class EvalSettings:
 
 @dataclass
 class ReasonSettings:
-    """Strategies compared on held-out problems with the final model (accuracy vs compute)."""
+    """One comparison of strategies on held-out problems with the SFT model (accuracy against
+    compute)."""
 
     task: str = "arith:3:op=add"
     strategies: list[str] = field(
         default_factory=lambda: ["direct", "cot", "sc@4", "tot", "adaptive"]
     )
     n: int = 100
+    evaluator: str | None = None
+    """Tree of thoughts' state evaluator (None: the strategy's default)."""
 
 
 @dataclass
@@ -95,7 +98,8 @@ class LabConfig:
     grpo: GRPOConfig | None = None
     grpo_train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalSettings = field(default_factory=EvalSettings)
-    reason: ReasonSettings = field(default_factory=ReasonSettings)
+    reason: list[ReasonSettings] = field(default_factory=lambda: [ReasonSettings()])
+    """The comparisons of the reasoning step; the first is the report's headline."""
     scaling: PlanConfig | None = None
     """A small scaling sweep with the Chinchilla fits (None: no sweep)."""
     minutes: dict[str, float] = field(default_factory=dict)
@@ -129,7 +133,12 @@ class LabConfig:
         for key, cls_ in nested.items():
             if values.get(key) is not None:
                 v = values[key]
-                values[key] = RunConfig.from_dict(v) if cls_ is RunConfig else build_config(cls_, v)
+                if cls_ is RunConfig:
+                    values[key] = RunConfig.from_dict(v)
+                elif isinstance(v, list):
+                    values[key] = [build_config(cls_, item) for item in v]
+                else:
+                    values[key] = build_config(cls_, v)
         return build_config(cls, values)
 
 
@@ -185,7 +194,12 @@ def _tiny() -> LabConfig:
             judge_n=6,
             judge_max_new_tokens=24,
         ),
-        reason=ReasonSettings(task="arith:1", strategies=["direct", "cot", "sc@2"], n=4),
+        reason=[
+            ReasonSettings(task="arith:1", strategies=["direct", "cot", "sc@2"], n=4),
+            ReasonSettings(
+                task="countdown:numbers=2", strategies=["cot", "tot"], n=2, evaluator="verifier"
+            ),
+        ],
         minutes={},
     )
 
@@ -231,7 +245,7 @@ def _demo() -> LabConfig:
             judge_n=100,
             judge_max_new_tokens=96,
         ),
-        reason=ReasonSettings(task="arith:3:op=add", strategies=["direct", "cot", "sc@4"], n=50),
+        reason=[ReasonSettings(task="arith:3:op=add", strategies=["direct", "cot", "sc@4"], n=50)],
         minutes={
             "tokenizer": 0.3,
             "pretrain": 4.5,
@@ -271,9 +285,14 @@ def _cpu() -> LabConfig:
             judge_tasks=["chain", "strings"],
             judge_n=300,
         ),
-        reason=ReasonSettings(
-            task="arith:3:op=add", strategies=["direct", "cot", "sc@8", "tot", "adaptive"], n=100
-        ),
+        reason=[
+            ReasonSettings(
+                task="arith:3:op=add", strategies=["direct", "cot", "sc@8", "adaptive"], n=100
+            ),
+            ReasonSettings(
+                task="countdown:numbers=2", strategies=["cot", "tot"], n=100, evaluator="verifier"
+            ),
+        ],
         scaling=PlanConfig(
             corpus="world:n=20000",
             tokenizer="char",

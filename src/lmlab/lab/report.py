@@ -278,11 +278,11 @@ def _summary_table(
         )
     doc.h(2, "Summary")
     doc.table(header, rows)
-    if reasoning:
-        best = max(reasoning["rows"], key=lambda r: (r["accuracy"], -r["flops"]))
+    for c in reasoning.get("comparisons", []):
+        best = max(c["rows"], key=lambda r: (r["accuracy"], -r["flops"]))
         doc.p(
-            f"Best inference strategy on {reasoning['task']} (SFT model, {reasoning['n']} held-out "
-            f"problems): **{best['strategy']}** at {_pct(best['accuracy'])}, "
+            f"Best inference strategy on {c['task']} (SFT model, {c['n']} held-out problems): "
+            f"**{best['strategy']}** at {_pct(best['accuracy'])}, "
             f"{best['flops'] / 1e9:.3g} GFLOPs per question."
         )
 
@@ -408,21 +408,30 @@ def _eval_section(doc: Doc, cfg: LabConfig, evaluation: dict[str, Any], plots: P
 
 def _reason_section(doc: Doc, root: Path, reasoning: dict[str, Any]) -> None:
     doc.h(2, "Reasoning at inference")
-    doc.table(
-        ["strategy", "accuracy", "GFLOPs/question", "tokens generated", "prompt tokens", "Pareto"],
-        [
+    for c in reasoning["comparisons"]:
+        doc.p(f"{c['task']}, {c['n']} held-out problems, the SFT model:")
+        doc.table(
             [
-                r["strategy"],
-                f"{_pct(r['accuracy'])} ± {_pct(r['stderr'])}",
-                f"{r['flops'] / 1e9:.3g}",
-                f"{r['tokens']:.0f}",
-                f"{r['prompt_tokens']:.0f}",
-                "yes" if r.get("pareto") else "",
-            ]
-            for r in reasoning["rows"]
-        ],
-    )
-    doc.img(root / "reason" / "accuracy_vs_compute.png", "accuracy against compute")
+                "strategy",
+                "accuracy",
+                "GFLOPs/question",
+                "tokens generated",
+                "prompt tokens",
+                "Pareto",
+            ],
+            [
+                [
+                    r["strategy"],
+                    f"{_pct(r['accuracy'])} ± {_pct(r['stderr'])}",
+                    f"{r['flops'] / 1e9:.3g}",
+                    f"{r['tokens']:.0f}",
+                    f"{r['prompt_tokens']:.0f}",
+                    "yes" if r.get("pareto") else "",
+                ]
+                for r in c["rows"]
+            ],
+        )
+        doc.img(root / "reason" / c["plot"], f"accuracy against compute, {c['task']}")
 
 
 def _ledger(
@@ -446,16 +455,16 @@ def _ledger(
     evaluation_models = evaluation.get("models", {}) if evaluation else {}
     for name, row in evaluation_models.items():
         rows.append([f"eval: {name}", "inference", "", _flops(row.get("eval_flops", 0.0))])
-    for r in reasoning.get("rows", []):
-        total = r["flops"] * reasoning["n"]
-        rows.append(
-            [
-                f"reason: {r['strategy']}",
-                "inference",
-                f"{(r['tokens'] + r['prompt_tokens']) * reasoning['n']:,.0f}",
-                _flops(total),
-            ]
-        )
+    for c in reasoning.get("comparisons", []):
+        for r in c["rows"]:
+            rows.append(
+                [
+                    f"reason: {r['strategy']} on {c['task']}",
+                    "inference",
+                    f"{(r['tokens'] + r['prompt_tokens']) * c['n']:,.0f}",
+                    _flops(r["flops"] * c["n"]),
+                ]
+            )
     if rows:
         doc.h(2, "Compute ledger")
         doc.p(

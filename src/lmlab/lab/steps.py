@@ -316,15 +316,22 @@ def _task_scores(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def reason_step(lab: Lab) -> dict[str, Any]:
     """Reasoning strategies on held-out problems with the SFT model: accuracy against the
-    compute (FLOPs per question, prefill included) each spends."""
-    s = lab.cfg.reason
+    compute (FLOPs per question, prefill included) each spends; one table and plot per
+    comparison of the preset."""
     out = _fresh(lab.dir("reason"))
     engine = Engine.from_checkpoint(lab.dir("sft"), max_batch=64)
-    name, knobs = world.parse_task(s.task)
-    problems = world.generate(name, s.n, seed=lab.seeded(0), split="test", **knobs)
-    rows = compare(engine, problems, s.strategies, {"task": s.task, "seed": lab.seeded(0)})
-    plot(rows, out / "accuracy_vs_compute.png", f"{s.task}, n = {s.n} (held-out)")
-    summary = {"task": s.task, "n": s.n, "rows": rows}
+    comparisons = []
+    for i, s in enumerate(lab.cfg.reason):
+        name, knobs = world.parse_task(s.task)
+        problems = world.generate(name, s.n, seed=lab.seeded(0), split="test", **knobs)
+        settings: dict[str, Any] = {"task": s.task, "seed": lab.seeded(0)}
+        if s.evaluator is not None:
+            settings["evaluator"] = s.evaluator
+        rows = compare(engine, problems, s.strategies, settings)
+        plot_file = f"accuracy_vs_compute_{i}.png"
+        plot(rows, out / plot_file, f"{s.task}, n = {s.n} (held-out)")
+        comparisons.append({"task": s.task, "n": s.n, "rows": rows, "plot": plot_file})
+    summary = {"comparisons": comparisons}
     write_json(out / "reason.json", summary)
     return summary
 
@@ -355,8 +362,13 @@ def _inference_tokens(lab: Lab) -> float:
     path = lab.dir("reason") / "reason.json"
     if not path.is_file():
         return 0.0
-    record = json.loads(path.read_text())
-    return float(sum((r["tokens"] + r["prompt_tokens"]) * record["n"] for r in record["rows"]))
+    return float(
+        sum(
+            (r["tokens"] + r["prompt_tokens"]) * c["n"]
+            for c in json.loads(path.read_text())["comparisons"]
+            for r in c["rows"]
+        )
+    )
 
 
 STEPS: tuple[Step, ...] = (
