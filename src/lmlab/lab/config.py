@@ -43,6 +43,21 @@ class PrefsSettings:
 
 
 @dataclass
+class OveroptSettings:
+    """Reward over-optimisation (Gao et al. 2022): a proxy reward model from few noisy labels,
+    best-of-n and PPO against it, both measured in proxy and gold reward (`rlhf overopt`)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["chain", "strings"])
+    n_pref_prompts: int = 300
+    noise: float = 0.25
+    bon_prompts: int = 64
+    bon_max: int = 16
+    iterations: int = 60
+    """PPO iterations against the proxy (no KL penalty)."""
+    max_new_tokens: int = 64
+
+
+@dataclass
 class EvalSettings:
     """The evaluation suite every model of the run is measured on (held-out test problems in
     held-out phrasings), and the RL runs' gold-judged win rates over SFT."""
@@ -97,6 +112,8 @@ class LabConfig:
     dpo_beta: float = 0.1
     grpo: GRPOConfig | None = None
     grpo_train: TrainConfig = field(default_factory=TrainConfig)
+    overopt: OveroptSettings | None = None
+    """The over-optimisation experiment on the SFT model (None: not run)."""
     eval: EvalSettings = field(default_factory=EvalSettings)
     reason: list[ReasonSettings] = field(default_factory=lambda: [ReasonSettings()])
     """The comparisons of the reasoning step; the first is the report's headline."""
@@ -123,6 +140,7 @@ class LabConfig:
             "dpo_train": TrainConfig,
             "grpo": GRPOConfig,
             "grpo_train": TrainConfig,
+            "overopt": OveroptSettings,
             "eval": EvalSettings,
             "reason": ReasonSettings,
             "scaling": PlanConfig,
@@ -185,6 +203,14 @@ def _tiny() -> LabConfig:
         dpo_train=_train(4, 1e-4, 4, log_every=2),
         grpo=GRPOConfig(task="arith:1", k=4, prompts_per_step=2, max_new_tokens=24, eval_n=8),
         grpo_train=_train(3, 1e-5, 1, ckpt_every=2),
+        overopt=OveroptSettings(
+            tasks=["arith:1"],
+            n_pref_prompts=12,
+            bon_prompts=4,
+            bon_max=4,
+            iterations=3,
+            max_new_tokens=16,
+        ),
         eval=EvalSettings(
             tasks=["arith:1"],
             icl_shots=[0, 2],
@@ -272,16 +298,17 @@ def _cpu() -> LabConfig:
         prefs=PrefsSettings(n_prompts=2000, k=4, max_new_tokens=160),
         rm_train=_train(150, 1e-4, 16),
         ppo=PPOConfig(
-            prompts_per_iter=32, iterations=80, max_new_tokens=160, kl_target=6.0, kl_horizon=320
+            prompts_per_iter=32, iterations=120, max_new_tokens=160, kl_target=6.0, kl_horizon=320
         ),
         ppo_train=_train(1, 5e-5, 1, ckpt_every=10),
         dpo_train=_train(100, 5e-5, 16),
         grpo=GRPOConfig(task="arith:3:op=add", max_new_tokens=300, eval_n=200),
         grpo_train=_train(60, 3e-5, 1, ckpt_every=10),
+        overopt=OveroptSettings(),
         eval=EvalSettings(
             tasks=["arith:3:op=add", "strings", "chain"],
             icl_shots=[0, 1, 2, 4, 8],
-            n=500,
+            n=300,
             judge_tasks=["chain", "strings"],
             judge_n=300,
         ),

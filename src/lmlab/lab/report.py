@@ -222,6 +222,8 @@ def build(root: Path, record: dict[str, Any]) -> Doc:
     for rl in ("ppo", "dpo", "grpo"):
         if rl in done:
             _rl_section(doc, root, rl, steps, evaluation)
+    if "overopt" in done:
+        _overopt_section(doc, root, steps["overopt"]["summary"])
     if evaluation:
         _eval_section(doc, cfg, evaluation, plots)
     if reasoning:
@@ -382,6 +384,28 @@ def _rl_section(
             f"{s['task']} ({s['strategy']}): {_pct(s['sft_accuracy'])} before, "
             f"{_pct(s['grpo_accuracy'])} after ({s['eval_n']} test problems)."
         )
+
+
+def _overopt_section(doc: Doc, root: Path, s: dict[str, Any]) -> None:
+    doc.h(2, "Reward over-optimisation")
+    doc.p(
+        f"A proxy reward model trained on labels with {_pct(s['label_noise'])} flipped "
+        f"({_pct(s['proxy_heldout_accuracy'])} held out); best-of-n and PPO (no KL penalty) "
+        f"against it at T = {s['temperature']:g}, both scored by the proxy (raw) and by the "
+        f"hidden gold judge, against d = sqrt(KL). Gao et al.'s forms fitted to the gold gain: "
+        f"best-of-n alpha {s['bon_fit']['alpha']:.3g}, beta {s['bon_fit']['beta']:.3g}; "
+        f"PPO alpha {s['rl_fit']['alpha']:.3g}, beta {s['rl_fit']['beta']:.3g}. Gold peaked at "
+        f"PPO iteration {s['gold_peak_step']}; gold fell while the proxy rose: "
+        f"{'yes' if s['gold_fell_while_proxy_rose'] else 'no'}."
+    )
+    doc.table(
+        ["best-of-n", "d = sqrt(KL)", "proxy", "gold"],
+        [
+            [str(r["n"]), f"{r['d']:.2f}", f"{r['proxy']:.3f}", f"{r['gold']:.3f}"]
+            for r in s["best_of_n"]
+        ],
+    )
+    doc.img(root / "overopt" / "overopt.png", "over-optimisation")
 
 
 def _eval_section(doc: Doc, cfg: LabConfig, evaluation: dict[str, Any], plots: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmlab.config import RunConfig
+from lmlab.config import PPOConfig, RunConfig
 from lmlab.data import world
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import Batches, build_shards, get_tokenizer
@@ -30,6 +30,7 @@ from lmlab.data.tokenizer import Tokenizer
 from lmlab.eval.annotate import generate_prefs
 from lmlab.eval.harness import evaluate
 from lmlab.eval.judge import win_rate
+from lmlab.experiments.overopt import run_overopt
 from lmlab.experiments.sweep import run_sweep
 from lmlab.infer import Engine
 from lmlab.lab.config import LabConfig
@@ -254,6 +255,29 @@ def grpo_step(lab: Lab) -> dict[str, Any]:
     )
 
 
+def overopt_step(lab: Lab) -> dict[str, Any]:
+    """Reward over-optimisation on the SFT model (recomputed from scratch if cut)."""
+    s = lab.cfg.overopt
+    assert s is not None
+    out = _fresh(lab.dir("overopt"))
+    ppo_cfg = PPOConfig(
+        tasks=list(s.tasks), iterations=s.iterations, kl_beta=0.0, max_new_tokens=s.max_new_tokens
+    )
+    summary = run_overopt(
+        lab.dir("sft"),
+        out,
+        list(s.tasks),
+        s.n_pref_prompts,
+        s.noise,
+        ppo=ppo_cfg,
+        bon_prompts=s.bon_prompts,
+        bon_max=s.bon_max,
+        seed=lab.seeded(0),
+        show_progress=lab.show_progress,
+    )
+    return {k: v for k, v in summary.items() if not k.startswith("samples")}
+
+
 CHAT_MODELS = ("sft", "ppo", "dpo", "grpo")
 """The steps whose models answer in the chat format (the others are base models)."""
 
@@ -398,6 +422,13 @@ STEPS: tuple[Step, ...] = (
         ("sft",),
         grpo_step,
         lambda cfg: cfg.grpo is not None,
+    ),
+    Step(
+        "overopt",
+        "reward over-optimisation: best-of-n and PPO against a noisy proxy",
+        ("sft",),
+        overopt_step,
+        lambda cfg: cfg.overopt is not None,
     ),
     Step("eval", "evaluate every model of the run", ("pretrain",), eval_step),
     Step("reason", "reasoning strategies: accuracy against compute", ("sft",), reason_step),
