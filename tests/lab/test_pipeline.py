@@ -18,7 +18,7 @@ from lmlab.lab.pipeline import LAB_FILE, run_lab
 from lmlab.lab.report import rebuild
 from lmlab.lab.steps import STEP_NAMES, corpus_val_loss
 from lmlab.model.load import load_run
-from tests.conftest import run_killed, user_error
+from tests.conftest import run_killed, tiny_plan_config, user_error
 
 TIMING = re.compile(r"\d+:\d\d(:\d\d)?|[\d,.]+ tokens/s")
 TIMING_KEYS = ("seconds", "finished", "tokens_per_s", "steps_per_s", "time_")
@@ -191,3 +191,18 @@ def test_a_damaged_stage_folder_is_one_line_on_resume(
     (lab / "sft" / "stage.json").write_text("{half a rec")
     assert "the run is damaged" in user_error(capsys, ["run", "--resume", str(lab)])
     assert (lab / "sft" / "stage.json").read_text() == "{half a rec"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # a 6-run sweep's fit is degenerate
+def test_the_scaling_stage_fits_and_reports(corpus_file: Path, tmp_path: Path) -> None:
+    """A tiny sweep through the lab: trained, fitted, the inference-aware optimum reported."""
+    cfg = preset("tiny")
+    cfg.scaling = tiny_plan_config(corpus_file)
+    out = tmp_path / "lab"
+    run_lab(out, cfg, stages=["scaling"], show_progress=False, say=lambda _: None)
+    summary = json.loads((out / LAB_FILE).read_text())["steps"]["scaling"]["summary"]
+    assert summary["points"] == 6
+    assert summary["prediction"]["budget"] > 0
+    card = (out / "report.md").read_text()
+    assert "## Scaling laws" in card and "6 runs" in card

@@ -373,9 +373,10 @@ def scaling_step(lab: Lab) -> dict[str, Any]:
     pts = sweep_points(out)
     fits = fit_all(pts, n_bootstrap=100)
     budget = training_flops(lab.dir("pretrain")) or max(pts.flops)
+    (out / "plots").mkdir(exist_ok=True)
     plot_all(pts, fits, out / "plots", budget)
     prediction = predict(fits, budget, inference_tokens=_inference_tokens(lab))
-    summary = {"points": len(pts.n), "prediction": prediction}
+    summary = {"points": len(pts.run), "prediction": prediction}
     write_json(out / "scaling.json", summary)
     return summary
 

@@ -374,6 +374,10 @@ def _grid_objectives(
     return np.sum(special.huber(delta, r), axis=1)
 
 
+THETA_BOUNDS = ((-50.0, 150.0), (-50.0, 150.0), (-20.0, 20.0), (0.0, 5.0), (0.0, 5.0))
+"""The box of theta = (ln A, ln B, ln E, alpha, beta) the fit searches."""
+
+
 def fit_theta(
     log_n: np.ndarray,
     log_d: np.ndarray,
@@ -381,7 +385,12 @@ def fit_theta(
     starts: np.ndarray,
     delta: float = HUBER_DELTA,
 ) -> tuple[np.ndarray, float]:
-    """L-BFGS from each start; the best end point and its objective."""
+    """L-BFGS from each start; the best end point and its objective.
+
+    The search is boxed (`THETA_BOUNDS`): on few or noisy points (a small sweep, a bootstrap
+    resample that repeats runs) the Huber objective can have a flat valley along which alpha and
+    ln A grow together without end; the box keeps such a fit finite, far outside every value a
+    real fit takes (Chinchilla: alpha 0.34, beta 0.28, ln A 6.0, ln B 6.0, ln E 0.5)."""
     best_x, best_f = starts[0], math.inf
     for x0 in starts:
         res = optimize.minimize(
@@ -390,6 +399,7 @@ def fit_theta(
             args=(log_n, log_d, log_l, delta),
             jac=True,
             method="L-BFGS-B",
+            bounds=THETA_BOUNDS,
             options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12},
         )
         if res.fun < best_f:
