@@ -323,7 +323,7 @@ def _cpu() -> LabConfig:
         scaling=PlanConfig(
             corpus="world:n=20000",
             tokenizer="char",
-            budgets="1e12,3e12,1e13",
+            budgets="3e11,1e12,3e12",
             sizes=4,
             context_length=128,
         ),
