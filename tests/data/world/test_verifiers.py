@@ -153,3 +153,17 @@ def test_extract_answer() -> None:
     assert world.extract_answer("\n  olleh \nmore") == "olleh"
     assert world.extract_answer("") == ""
     assert world.family("arith").normalize("1,234.") == "1234"
+
+
+def test_countdown_verifier_reads_only_arithmetic() -> None:
+    """The expression is parsed by Python's parser, which would also accept a trailing comment
+    and digit-group underscores: neither is arithmetic, and neither verifies."""
+    p = _problem("countdown", 3, "test", numbers=3)
+    good = countdown.solve(p.data["numbers"], p.data["target"])
+    assert good is not None and countdown.verify(p, good)
+    assert not countdown.verify(p, f"{good}#junk")
+    a, *rest = p.data["numbers"]
+    if a >= 10:
+        split = f"{str(a)[0]}_{str(a)[1:]}"
+        assert not countdown.verify(p, good.replace(str(a), split, 1))
+    assert countdown.evaluate("1_0 + 2") is None and countdown.evaluate("(3 + 4) * 2")

@@ -87,11 +87,14 @@ def make(rng: random.Random, knobs: dict[str, Any], split: Split) -> Problem:
     return Problem("countdown", question, expr, trace, key, {"numbers": nums, "target": target_i})
 
 
+_EXPRESSION_CHARS = re.compile(r"[0-9\s()+\-*/×÷]*")
+
+
 def evaluate(expr: str) -> tuple[Fraction, list[int]] | None:
     """Exact value of an expression of integers and + - * / and the integers it uses, or None
     if it is not such an expression (or divides by zero)."""
-    if len(expr) > MAX_EXPR_CHARS:
-        return None
+    if len(expr) > MAX_EXPR_CHARS or not _EXPRESSION_CHARS.fullmatch(expr):
+        return None  # Python's parser would also read comments (#...) and 1_000-style numbers
     try:
         tree = ast.parse(expr.replace("×", "*").replace("÷", "/"), mode="eval")
     except (SyntaxError, ValueError):
