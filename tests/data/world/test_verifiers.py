@@ -162,7 +162,7 @@ def test_countdown_verifier_reads_only_arithmetic() -> None:
     good = countdown.solve(p.data["numbers"], p.data["target"])
     assert good is not None and countdown.verify(p, good)
     assert not countdown.verify(p, f"{good}#junk")
-    a, *rest = p.data["numbers"]
+    a = max(p.data["numbers"])
     if a >= 10:
         split = f"{str(a)[0]}_{str(a)[1:]}"
         assert not countdown.verify(p, good.replace(str(a), split, 1))
