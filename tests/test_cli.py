@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,18 @@ def test_rlhf_needs_a_known_experiment(capsys: pytest.CaptureFixture[str]) -> No
 def test_long_rlhf_commands_take_quiet(cls: type, argv: list[str]) -> None:
     assert tyro.cli(cls, args=[*argv, "--quiet"]).quiet
     assert not tyro.cli(cls, args=argv).quiet
+
+
+@pytest.mark.parametrize(
+    ("group", "typo"), [("model", "n_layerz"), ("train", "max_stepz"), ("data", "corpuss")]
+)
+def test_a_typo_in_a_runs_config_json_is_one_line_naming_it(
+    group: str, typo: str, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[group][typo] = 1
+    (run / "config.json").write_text(json.dumps(cfg))
+    err = user_error(capsys, ["generate", str(run), "--max-new-tokens", "2"])
+    assert str(run / "config.json") in err and repr(typo) in err
