@@ -15,7 +15,7 @@ from lmlab.commands.grpo import GRPOArgs
 from lmlab.commands.ppo import PPOArgs
 from lmlab.commands.prefs import PrefsArgs
 from lmlab.commands.rm import RewardArgs
-from tests.conftest import user_error
+from tests.conftest import trl_preference_row, user_error
 
 TINY = [
     "--model.n-layer",
@@ -153,3 +153,17 @@ def test_a_typo_in_a_runs_config_json_is_one_line_naming_it(
     (run / "config.json").write_text(json.dumps(cfg))
     err = user_error(capsys, ["generate", str(run), "--max-new-tokens", "2"])
     assert str(run / "config.json") in err and repr(typo) in err
+
+
+@pytest.mark.parametrize("command", ["rm", "dpo"])
+def test_a_bad_preference_row_is_one_line_and_writes_nothing(
+    command: str, chat_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "prefs.jsonl"
+    reply = [{"role": "assistant", "content": "It is blue."}]
+    rows = [trl_preference_row("conv-implicit"), {"chosen": reply, "rejected": reply[:0]}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    err = user_error(capsys, [command, str(chat_run), "--data", str(data), "--out", str(out)])
+    assert f"{data}:2: " in err and "rejected" in err
+    assert not out.exists()

@@ -13,6 +13,7 @@ import pytest
 import tyro
 
 from lmlab.cli import COMMANDS, command_module, main
+from lmlab.commands import config_file
 from lmlab.commands.config_file import ConfigFileError, parse, settings, with_config_flag
 from lmlab.commands.generate import GenerateArgs
 from lmlab.commands.pretrain import parse_args
@@ -133,6 +134,8 @@ def test_a_runs_config_json_is_a_config_file(tmp_path: Path) -> None:
         ("c.yaml", "tasks: [a, -b]\n", r"'tasks' has an item starting with '-' \('-b'\)"),
         ("c.yaml", "train.lr: 1\ntrain:\n  lr: 2\n", r"setting 'train\.lr' is given twice"),
         ("c.yaml", "train.lr: 1\ntrain_lr: 2\n", r"unknown setting 'train_lr'"),
+        ("c.yaml", "data: a\nsft:\n  data: b\n", r"'data' and 'sft\.data' both set --data"),
+        ("c.yaml", "train.max_steps: 1\ntrain.max-steps: 2\n", r"both set --train\.max-steps"),
         ("c.yaml", "train:\n  lr: 1\n   bad: [\n", r"c\.yaml:3: malformed YAML"),
         ("c.yaml", "- a\n- b\n", r"expected a mapping of settings \(name: value\), got list"),
         ("c.json", '{"train": {\n"lr": 1,\n}}', r"c\.json:3: malformed JSON"),
@@ -162,3 +165,10 @@ def test_a_config_file_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["world", "sample", "--config", str(cfg), "--n", "1"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 1 and rows[0]["task"] == "chain"
+
+
+def test_every_command_parses_through_config_file() -> None:
+    """A command that called tyro.cli itself would not take --config."""
+    for path in Path(config_file.__file__).parent.glob("*.py"):
+        if path.name != "config_file.py":
+            assert "tyro.cli(" not in path.read_text(), path.name

@@ -67,7 +67,7 @@ def _walk(cls: type, flag_prefix: str, path_prefix: str) -> Iterator[tuple[str, 
         prefix = "" if conf is not None and conf.prefix_name is False else flag_prefix
         path = path_prefix + _norm(f.name)
         if dataclasses.is_dataclass(hint):
-            yield from _walk(hint, prefix + (name + "." if name else ""), path + ".")  # type: ignore[arg-type]
+            yield from _walk(hint, prefix + (name + "." if name else ""), path + ".")
             continue
         flag = prefix + name
         positional = any(m is tyro.conf.Positional for m in meta)
@@ -229,7 +229,7 @@ def parse(cls: type[T], argv: Sequence[str], prog: str, default: T | None = None
     if path is not None:
         args = [*file_argv(cls, path, prog), f"{FLAG}={path}", *_without_config(argv)]
     wrapped = with_config_flag(cls)
-    fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
     if default is None:
         parsed = tyro.cli(wrapped, args=args, prog=prog)
     else:

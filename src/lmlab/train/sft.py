@@ -7,13 +7,12 @@ prompt and its completion), `{"prompt": "...", "completion": "..."}` (standard: 
 user turn, the completion the assistant's reply) or `{"text": "..."}` (plain language modelling).
 Each chat is encoded with the tokenizer's chat template and the loss covers only the
 assistant-written tokens (`Tokenizer.encode_chat`'s mask), of the completion alone when the row
-has a prompt; a plain text is trained on in full, as pretraining text is. Short rows are packed
-into rows of
-context length, drawn and packed afresh for every batch, each starting with its own <|bos|>
-(plain concatenation: a chat may attend to the chats packed before it, as in most SFT packers
-without block-diagonal masks; fresh packing keeps it from relying on fixed neighbours). Optional
-replay mixes next-token loss on the base run's pretraining data into every step against
-forgetting. Training runs on the one loop (`Trainer.fit`) into a normal run directory.
+has a prompt; a plain text is trained on in full, as pretraining text is. Short examples are
+packed into rows of context length, drawn and packed afresh for every batch, each starting with
+its own <|bos|> (plain concatenation: a chat may attend to the chats packed before it, as in most
+SFT packers without block-diagonal masks; fresh packing keeps it from relying on fixed
+neighbours). Optional replay mixes next-token loss on the base run's pretraining data into every
+step against forgetting. Training runs on the one loop (`Trainer.fit`) into a normal run directory.
 """
 
 from __future__ import annotations
