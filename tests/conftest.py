@@ -102,6 +102,26 @@ def prefs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+TRL_PREFERENCE_FORMATS = ("standard", "standard-implicit", "conversational", "conv-implicit")
+
+
+def trl_preference_row(fmt: str, i: int = 0) -> dict[str, Any]:
+    """A preference row in TRL's format `fmt`, shaped as its documented example (the sky is
+    blue, not green); `i` > 0 moves the question to day `i`, so that rows differ."""
+    subject = "the sky" if i == 0 else f"the sky on day {i}"
+    text, question = subject[0].upper() + subject[1:] + " is", f"What color is {subject}?"
+    user = {"role": "user", "content": question}
+    blue = {"role": "assistant", "content": "It is blue."}
+    green = {"role": "assistant", "content": "It is green."}
+    rows: dict[str, dict[str, Any]] = {
+        "standard": {"prompt": text, "chosen": " blue.", "rejected": " green."},
+        "standard-implicit": {"chosen": f"{text} blue.", "rejected": f"{text} green."},
+        "conversational": {"prompt": [user], "chosen": [blue], "rejected": [green]},
+        "conv-implicit": {"chosen": [user, blue], "rejected": [user, green]},
+    }
+    return rows[fmt]
+
+
 def user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     """Run the CLI expecting a user error: exit code 2 and one `error: ...` line, no traceback."""
     from lmlab.cli import main

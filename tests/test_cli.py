@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from lmlab.commands.grpo import GRPOArgs
 from lmlab.commands.ppo import PPOArgs
 from lmlab.commands.prefs import PrefsArgs
 from lmlab.commands.rm import RewardArgs
-from tests.conftest import user_error
+from tests.conftest import trl_preference_row, user_error
 
 TINY = [
     "--model.n-layer",
@@ -137,3 +138,32 @@ def test_rlhf_needs_a_known_experiment(capsys: pytest.CaptureFixture[str]) -> No
 def test_long_rlhf_commands_take_quiet(cls: type, argv: list[str]) -> None:
     assert tyro.cli(cls, args=[*argv, "--quiet"]).quiet
     assert not tyro.cli(cls, args=argv).quiet
+
+
+@pytest.mark.parametrize(
+    ("group", "typo"), [("model", "n_layerz"), ("train", "max_stepz"), ("data", "corpuss")]
+)
+def test_a_typo_in_a_runs_config_json_is_one_line_naming_it(
+    group: str, typo: str, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[group][typo] = 1
+    (run / "config.json").write_text(json.dumps(cfg))
+    err = user_error(capsys, ["generate", str(run), "--max-new-tokens", "2"])
+    assert str(run / "config.json") in err and repr(typo) in err
+
+
+@pytest.mark.parametrize("command", ["rm", "dpo"])
+def test_a_bad_preference_row_is_one_line_and_writes_nothing(
+    command: str, chat_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "prefs.jsonl"
+    reply = [{"role": "assistant", "content": "It is blue."}]
+    rows = [trl_preference_row("conv-implicit"), {"chosen": reply, "rejected": reply[:0]}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    err = user_error(capsys, [command, str(chat_run), "--data", str(data), "--out", str(out)])
+    assert f"{data}:2: " in err and "rejected" in err
+    assert not out.exists()

@@ -53,6 +53,7 @@ def usage() -> str:
         "commands:",
     ]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "Every command also takes --config FILE: its flags' values from YAML or JSON."]
     return "\n".join(lines)
 
 

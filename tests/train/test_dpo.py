@@ -6,11 +6,13 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from lmlab.config import TrainConfig
 from lmlab.model.load import load_run
 from lmlab.train.dpo import dpo_loss, train_dpo
+from tests.conftest import TRL_PREFERENCE_FORMATS, trl_preference_row
 
 
 def test_dpo_loss_is_log2_at_initialisation() -> None:
@@ -40,3 +42,14 @@ def test_dpo_driver_starts_at_log2_and_learns(
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rows[-1]["reward_accuracy"] > 0.5
     load_run(tmp_path / "dpo")  # a normal run directory
+
+
+@pytest.mark.parametrize("fmt", TRL_PREFERENCE_FORMATS)
+def test_dpo_trains_a_step_on_each_trl_format(fmt: str, chat_run: Path, tmp_path: Path) -> None:
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(trl_preference_row(fmt, i)) + "\n" for i in range(4)))
+    train = TrainConfig(max_steps=1, batch_size=2, eval_every=1, eval_iters=1, log_every=1)
+    train_dpo(chat_run, data, tmp_path / "dpo", train, show_progress=False)
+    [row] = [json.loads(x) for x in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    # the reference's log-probs line up with the policy's: the first loss is exactly log 2
+    assert abs(row["train_loss"] - math.log(2)) < 1e-4

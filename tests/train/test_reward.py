@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from lmlab.data.prefs import PrefsError, read_prefs
 from lmlab.model.load import load_reward_model
 from lmlab.model.scoring import score_rows
 from lmlab.train.reward import bradley_terry, encode_pairs, train_reward_model
+from tests.conftest import TRL_PREFERENCE_FORMATS, trl_preference_row
 
 
 def test_bradley_terry_toy_case() -> None:
@@ -62,7 +64,7 @@ def test_reward_model_learns_and_is_normalised(
     [
         ('{"prompt": "q", "chosen": "a", "rejected": "a"}', "chosen and rejected are identical"),
         ('{"prompt": "q", "chosen": " ", "rejected": "a"}', "empty response"),
-        ('{"prompt": "q", "chosen": "a"}', "needs string fields"),
+        ('{"prompt": "q", "chosen": "a"}', "needs fields chosen and rejected"),
         ("{oops", "malformed JSON"),
     ],
 )
@@ -71,3 +73,21 @@ def test_bad_preference_rows(row: str, msg: str, tmp_path: Path) -> None:
     path.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n' + row + "\n")
     with pytest.raises(PrefsError, match=rf"p\.jsonl:2: {msg}"):
         read_prefs(path)
+
+
+@pytest.mark.parametrize("fmt", TRL_PREFERENCE_FORMATS)
+def test_reward_model_trains_a_step_on_each_trl_format(
+    fmt: str, chat_run: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(trl_preference_row(fmt, i)) + "\n" for i in range(6)))
+    train = TrainConfig(max_steps=1, batch_size=2, eval_every=1, eval_iters=1, log_every=1)
+    summary = train_reward_model(
+        chat_run, data, tmp_path / "rm", train, show_progress=False
+    ).summary
+    assert summary["train_pairs"] + summary["val_pairs"] == 6 and math.isfinite(summary["std"])
+    _, tok = load_reward_model(tmp_path / "rm")
+    # every pair is scored at its reply's <|end|>: the chat prompt, the reply, then <|end|>
+    rows = encode_pairs(tok, read_prefs(data), 256)
+    assert len(rows) == 6
+    assert all(c[-1] == r[-1] == tok.end_id for c, r in rows)

@@ -12,7 +12,7 @@ import torch
 
 from lmlab.cli import main
 from lmlab.config import DataConfig, RunConfig, SFTConfig, TrainConfig
-from lmlab.data.tokenizer import char_tokenizer
+from lmlab.data.tokenizer import ROLES, Tokenizer, char_tokenizer
 from lmlab.model.load import load_run
 from lmlab.model.transformer import Transformer
 from lmlab.runs import CheckpointError, read_metrics, read_stage
@@ -20,7 +20,9 @@ from lmlab.train.checkpoint import save_checkpoint
 from lmlab.train.sft import (
     IGNORE,
     ChatBatches,
+    Sample,
     SFTDataError,
+    encode_sample,
     load_chats,
     masked_loss,
     pack,
@@ -48,6 +50,26 @@ CHATS = [
     [{"role": "user", "content": "cat"}, {"role": "assistant", "content": "meow"}],
     [{"role": "user", "content": "dog"}, {"role": "assistant", "content": "woof woof"}],
 ]
+
+
+SKY_USER = {"role": "user", "content": "What color is the sky?"}
+SKY_REPLY = {"role": "assistant", "content": "It is blue."}
+TRL_ROWS: dict[str, dict[str, Any]] = {  # TRL's documented example of each SFT format
+    "text": {"text": "The sky is blue."},
+    "messages": {"messages": [SKY_USER, SKY_REPLY]},
+    "prompt-completion": {"prompt": "The sky is", "completion": " blue."},
+    "conv-prompt-completion": {"prompt": [SKY_USER], "completion": [SKY_REPLY]},
+}
+SKY_CHAT = "<|bos|><|user|>What color is the sky?<|end|><|assistant|>It is blue.<|end|>"
+RENDERED = {  # format: (the example as the model reads it, the tokens the loss is taken on)
+    "text": ("<|bos|>The sky is blue.", "The sky is blue."),
+    "messages": (SKY_CHAT, "It is blue.<|end|>"),
+    "prompt-completion": (
+        "<|bos|><|user|>The sky is<|end|><|assistant|> blue.<|end|>",
+        " blue.<|end|>",
+    ),
+    "conv-prompt-completion": (SKY_CHAT, "It is blue.<|end|>"),
+}
 
 
 def _write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -90,6 +112,67 @@ def test_template_masks_exactly_the_assistant_tokens(chat_base: Path) -> None:
     rows = pack([(ids, mask)], 63, tok.pad_id)
     targets = rows.y[0][rows.y[0] != IGNORE].tolist()
     assert tok.decode(targets, skip_special=False) == "lab<|end|>lmlab<|end|>"
+
+
+def _trained(tok: Tokenizer, example: tuple[list[int], list[bool]]) -> str:
+    ids, mask = example
+    return tok.decode([t for t, m in zip(ids, mask, strict=True) if m], skip_special=False)
+
+
+@pytest.mark.parametrize("fmt", list(TRL_ROWS))
+def test_each_trl_format_is_trained_on_its_completion_only(
+    fmt: str, chat_base: Path, tmp_path: Path
+) -> None:
+    _, tok, _ = load_run(chat_base)
+    [sample] = load_chats(_write_jsonl(tmp_path / "data.jsonl", [TRL_ROWS[fmt]]))
+    ids, mask = encode_sample(tok, sample)
+    whole, trained = RENDERED[fmt]
+    assert tok.decode(ids, skip_special=False) == whole
+    assert _trained(tok, (ids, mask)) == trained
+    rows = pack([(ids, mask)], 63, tok.pad_id)  # the targets the loss sees
+    assert tok.decode(rows.y[0][rows.y[0] != IGNORE].tolist(), skip_special=False) == trained
+
+
+def test_a_prompts_assistant_turns_are_not_trained_on(chat_base: Path, tmp_path: Path) -> None:
+    """The same conversation as `messages` trains on every reply; as a conversational prompt and
+    completion, on the completion alone (the tokens are the same)."""
+    _, tok, _ = load_run(chat_base)
+    chat = CHATS[3]
+    rows = [{"messages": chat}, {"prompt": chat[:3], "completion": chat[3:]}]
+    as_chat, as_completion = (
+        encode_sample(tok, s) for s in load_chats(_write_jsonl(tmp_path / "d.jsonl", rows))
+    )
+    assert as_chat[0] == as_completion[0]
+    assert _trained(tok, as_chat) == "lab<|end|>lmlab<|end|>"
+    assert _trained(tok, as_completion) == "lmlab<|end|>"
+
+
+def test_sft_trains_on_a_file_mixing_the_trl_formats(chat_base: Path, tmp_path: Path) -> None:
+    data = _write_jsonl(tmp_path / "mixed.jsonl", list(TRL_ROWS.values()))
+    train = TrainConfig(batch_size=2, max_steps=2, eval_every=2, eval_iters=1, device="cpu")
+    sft(chat_base, tmp_path / "sft", train, SFTConfig(data=str(data)), show_progress=False)
+    info = json.loads((tmp_path / "sft" / "sft.json").read_text())
+    _, tok, _ = load_run(chat_base)
+    train_samples, val_samples = split_chats(load_chats(data), 0.05, 0)
+    assert (info["train_chats"], info["val_chats"]) == (len(train_samples), len(val_samples))
+    assert info["trained_tokens"] == sum(sum(encode_sample(tok, s)[1]) for s in train_samples)
+    assert read_metrics(tmp_path / "sft")[-1]["step"] == 2
+
+
+def test_tool_messages_follow_the_chat_template(chat_base: Path, tmp_path: Path) -> None:
+    """A tool message is read exactly when the template has a tool role, and never trained on."""
+    _, tok, _ = load_run(chat_base)
+    tool = {"role": "tool", "content": "sky_color() -> blue"}
+    call = {"role": "assistant", "content": "sky_color()"}
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"messages": [SKY_USER, call, tool, SKY_REPLY]}])
+    if "tool" not in ROLES:
+        with pytest.raises(
+            SFTDataError, match=r"d\.jsonl:1: messages\[2\] has unknown role 'tool'"
+        ):
+            load_chats(path)
+        return
+    [sample] = load_chats(path)
+    assert _trained(tok, encode_sample(tok, sample)) == "sky_color()<|end|>It is blue.<|end|>"
 
 
 def test_packing_keeps_every_chat_and_only_assistant_targets(chat_base: Path) -> None:
@@ -139,11 +222,27 @@ def test_masked_loss_ignores_non_targets() -> None:
     ("line", "message"),
     [
         ("{not json", "malformed JSON"),
-        ('["a"]', 'expected an object with a "messages" list'),
-        ('{"messages": []}', 'non-empty "messages" list'),
-        ('{"messages": [{"role": "user"}]}', 'message 0 needs string "role" and "content"'),
+        ('["a"]', 'expected an object with "messages", "text", or "prompt" and "completion"'),
+        ('{"messages": []}', '"messages" must be a non-empty list of messages'),
+        ('{"messages": [{"role": "user"}]}', 'messages\\[0\\] needs string "role" and "content"'),
         ('{"messages": [{"role": "bot", "content": "x"}]}', "unknown role 'bot'"),
         ('{"messages": [{"role": "user", "content": "x"}]}', "chat has no assistant turn"),
+        ('{"text": ""}', '"text" must be a non-empty string'),
+        ('{"text": 3}', '"text" must be a non-empty string'),
+        ('{"prompt": "The sky is"}', "a prompt-only row has no completion to train on"),
+        (
+            '{"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]}',
+            "must both be strings",
+        ),
+        ('{"prompt": [], "completion": []}', '"prompt" must be a non-empty list'),
+        (
+            '{"prompt": [{"role": "user", "content": "q"}], '
+            '"completion": [{"role": "user", "content": "a"}]}',
+            "completion has no assistant message",
+        ),
+        ('{"chosen": "a", "rejected": "b"}', r"a preference row \(chosen/rejected\)"),
+        ('{"text": "a", "messages": []}', "not messages and text"),
+        ('{"id": 1}', 'expected an object with "messages", "text"'),
     ],
 )
 def test_bad_chat_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -157,9 +256,8 @@ def test_chat_file_errors(tmp_path: Path) -> None:
         load_chats(tmp_path / "missing.jsonl")
     with pytest.raises(SFTDataError, match="holds no chats"):
         load_chats(_write_jsonl(tmp_path / "empty.jsonl", [""]))
-    assert load_chats(_write_jsonl(tmp_path / "ok.jsonl", [{"messages": c} for c in CHATS])) == (
-        CHATS
-    )
+    ok = _write_jsonl(tmp_path / "ok.jsonl", [{"messages": c} for c in CHATS])
+    assert load_chats(ok) == [Sample(c) for c in CHATS]
 
 
 def test_world_chats_have_both_styles() -> None:
@@ -171,9 +269,9 @@ def test_world_chats_have_both_styles() -> None:
     assert all("\nAnswer: " in c[1]["content"] for c in cot)
     assert all("Answer:" not in c[1]["content"] for c in direct)
     assert all("Answer:" not in c[1]["content"] for c in world_chats(50, style="direct"))
-    train, val = split_chats(chats, 0.1, seed=0)
+    train, val = split_chats([Sample(c) for c in chats], 0.1, seed=0)
     assert len(train) + len(val) == 200 and val and train
-    assert not {json.dumps(c) for c in val} & {json.dumps(c) for c in train}
+    assert not {json.dumps(c.messages) for c in val} & {json.dumps(c.messages) for c in train}
 
 
 @pytest.mark.slow
@@ -200,10 +298,10 @@ def test_sft_overfits_a_handful_of_chats(chat_base: Path, tmp_path: Path) -> Non
     model, tok, cfg = load_run(out)
     assert cfg.model == RunConfig.load(chat_base / "config.json").model
     info = json.loads((out / "sft.json").read_text())
-    train_chats, _ = split_chats(CHATS, 0.1, 0)
+    train_chats, _ = split_chats([Sample(c) for c in CHATS], 0.1, 0)
     assert info["train_chats"] == len(train_chats)
     engine = Engine(model, tok)
-    for chat in train_chats:
+    for chat in (s.messages for s in train_chats):
         first = next(i for i, m in enumerate(chat) if m["role"] == "assistant")
         ids, _ = tok.encode_chat(chat[:first], add_generation_prompt=True)
         reply = chat[first]["content"]

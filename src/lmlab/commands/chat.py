@@ -10,6 +10,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.infer import Engine, SamplingParams
 
 
@@ -34,7 +35,7 @@ class ChatArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(ChatArgs, args=argv, prog="lmlab chat")
+    args = parse(ChatArgs, argv, "lmlab chat")
     SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     ).validate(vocab_size=1 << 62, max_batch=1)

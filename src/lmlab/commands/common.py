@@ -1,5 +1,6 @@
 """What several commands share: the console they print to, the loop defaults of the preference
-stages, the preset pre-parse and output-path checks."""
+stages, the preset pre-parse and output-path checks (the argument parse itself, with
+`--config FILE`, is `lmlab.commands.config_file.parse`)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lmlab.commands.config_file import config_path, read_settings
 from lmlab.config import PRESETS, TrainConfig
 
 console = Console()
 
 
 def preset_name(argv: list[str]) -> str:
-    """The `--preset` in argv (default tiny), read before the full parse: the preset's settings
-    are the defaults of every other flag."""
+    """The `--preset` in argv, else in the `--config` file, else tiny; read before the full
+    parse: the preset's settings are the defaults of every other flag."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default="tiny")
+    pre.add_argument("--preset")
     name = pre.parse_known_args(argv)[0].preset
+    if name is None:
+        path = config_path(argv)
+        name = read_settings(path).get("preset", "tiny") if path is not None else "tiny"
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return name

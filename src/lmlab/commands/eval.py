@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import tyro
 
 from lmlab.commands.common import check_writable, console
+from lmlab.commands.config_file import parse
 from lmlab.config import task_list
 from lmlab.eval.harness import check_strategy, evaluate, print_table
 from lmlab.eval.judge import win_rate
@@ -52,7 +53,7 @@ class EvalArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(EvalArgs, args=argv, prog="lmlab eval")
+    args = parse(EvalArgs, argv, "lmlab eval")
     check_strategy(args.strategy)
     tasks = task_list(args.tasks)
     check_writable(args.out)

@@ -11,6 +11,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.infer import Engine, SamplingParams
 
 
@@ -45,7 +46,7 @@ class GenerateArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(GenerateArgs, args=argv, prog="lmlab generate")
+    args = parse(GenerateArgs, argv, "lmlab generate")
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,

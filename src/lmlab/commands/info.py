@@ -10,6 +10,7 @@ import tyro
 from rich.table import Table
 
 from lmlab.commands.common import console, preset_name
+from lmlab.commands.config_file import parse
 from lmlab.config import ModelConfig, RunConfig, preset
 from lmlab.model.transformer import accounting_rows
 from lmlab.runs import CONFIG_FILE
@@ -29,7 +30,7 @@ class InfoArgs:
 def run(argv: list[str]) -> None:
     name = preset_name(argv)
     default = InfoArgs(model=preset(name).model, preset=name)
-    args = tyro.cli(InfoArgs, default=default, args=argv, prog="lmlab info")
+    args = parse(InfoArgs, argv, "lmlab info", default=default)
     if args.run is not None:
         if not (args.run / CONFIG_FILE).is_file():
             raise ValueError(f"{args.run} is not an lmlab run (no {CONFIG_FILE})")

@@ -9,6 +9,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.config import task_list
 from lmlab.eval.annotate import label_session
 
@@ -32,7 +33,7 @@ class LabelArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(LabelArgs, args=argv, prog="lmlab label")
+    args = parse(LabelArgs, argv, "lmlab label")
     counts = label_session(
         args.run, args.out, args.n, task_list(args.tasks), args.seed, args.max_new_tokens
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.eval.routing import routing_table, run_routing_report
 from lmlab.model.moe import plot_load
 
@@ -30,7 +31,7 @@ class MoEStatsArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(MoEStatsArgs, args=argv, prog="lmlab moe-stats")
+    args = parse(MoEStatsArgs, argv, "lmlab moe-stats")
     report = run_routing_report(args.run, args.batches, args.batch_size)
     png = args.png or args.run / "moe_load.png"
     wrote = plot_load({args.run.name: report}, png)

@@ -10,6 +10,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.config import task_list
 from lmlab.data.prefs import DEFAULT_MARGIN
 from lmlab.eval.annotate import generate_prefs
@@ -46,7 +47,7 @@ class PrefsArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(PrefsArgs, args=argv, prog="lmlab prefs")
+    args = parse(PrefsArgs, argv, "lmlab prefs")
     if args.annotator != "world":
         raise ValueError(
             f"unknown annotator {args.annotator!r}: use world here, `lmlab label` for a person"

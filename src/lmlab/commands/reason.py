@@ -15,6 +15,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import check_writable, console
+from lmlab.commands.config_file import parse
 from lmlab.commands.flags import knob_flags, strategy_flags
 from lmlab.data import world
 from lmlab.infer import Engine
@@ -69,7 +70,7 @@ class ReasonArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(ReasonArgs, args=argv, prog="lmlab reason")
+    args = parse(ReasonArgs, argv, "lmlab reason")
     given = {k: v for k, v in dataclasses.asdict(args.knobs).items() if v is not None}
     spec = ":".join([args.task, *(f"{k}={v}" for k, v in given.items())])
     name, values = world.parse_task(spec)

@@ -9,6 +9,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.config import PPOConfig
 from lmlab.experiments.overopt import run_overopt
 
@@ -46,7 +47,7 @@ def run(argv: list[str]) -> None:
         return
     if not argv or argv[0] != "overopt":
         raise ValueError(USAGE)
-    args = tyro.cli(OveroptArgs, args=argv[1:], prog="lmlab rlhf overopt")
+    args = parse(OveroptArgs, argv[1:], "lmlab rlhf overopt")
     summary = run_overopt(
         args.run,
         args.out,

@@ -9,6 +9,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.infer import Engine, SamplingParams
 
 
@@ -33,7 +34,7 @@ class SampleArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(SampleArgs, args=argv, prog="lmlab sample")
+    args = parse(SampleArgs, argv, "lmlab sample")
     engine = Engine.from_checkpoint(args.run)
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,

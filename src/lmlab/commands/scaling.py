@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.experiments.sweep import run_sweep
 from lmlab.scaling.config import PlanConfig
 from lmlab.scaling.plan import make_plan, resolve_corpus, write_plan
@@ -96,7 +97,7 @@ class ScalingPredictArgs:
 
 
 def plan_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingPlanArgs, args=argv, prog="lmlab scaling plan")
+    args = parse(ScalingPlanArgs, argv, "lmlab scaling plan")
     args.plan.validate()
     sweep = make_plan(args.plan, resolve_corpus(args.plan))
     path = write_plan(sweep, args.out)
@@ -105,14 +106,14 @@ def plan_verb(argv: list[str]) -> None:
 
 
 def run_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingRunArgs, args=argv, prog="lmlab scaling run")
+    args = parse(ScalingRunArgs, argv, "lmlab scaling run")
     rows = run_sweep(args.sweep, args.workers, args.threads, report=console.print)
     console.print(runs_table(rows, args.sweep))
     console.print(f"{len(rows)} finished runs in {args.sweep / 'points.csv'}")
 
 
 def fit_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingFitArgs, args=argv, prog="lmlab scaling fit")
+    args = parse(ScalingFitArgs, argv, "lmlab scaling fit")
     result, _, _ = fit_source(
         args.src, args.out, args.count, args.bootstrap, args.seed, args.plots, args.starts
     )
@@ -127,7 +128,7 @@ def fit_verb(argv: list[str]) -> None:
 
 
 def predict_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingPredictArgs, args=argv, prog="lmlab scaling predict")
+    args = parse(ScalingPredictArgs, argv, "lmlab scaling predict")
     if args.inference_tokens < 0:
         raise ValueError("--inference-tokens must be >= 0")
     if args.out is not None and not args.src.is_dir():

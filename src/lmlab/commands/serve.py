@@ -11,6 +11,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.infer import Engine
 from lmlab.serve.config import ServeConfig
 
@@ -58,7 +59,7 @@ class ServeArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(ServeArgs, args=argv, prog="lmlab serve")
+    args = parse(ServeArgs, argv, "lmlab serve")
     if MISSING_EXTRA is not None:
         raise ValueError(
             f"lmlab serve needs the serve extra ({MISSING_EXTRA} is missing): "

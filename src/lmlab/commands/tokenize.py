@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
-
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.config import DataConfig, ModelConfig, RunConfig
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import build_shards, get_tokenizer
@@ -33,7 +32,7 @@ class TokenizeArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(TokenizeArgs, args=argv, prog="lmlab tokenize")
+    args = parse(TokenizeArgs, argv, "lmlab tokenize")
     cfg = RunConfig(
         model=ModelConfig(vocab_size=args.vocab_size),
         data=DataConfig(args.corpus, args.tokenizer, args.text_field, args.val_fraction),

@@ -13,6 +13,7 @@ import tyro
 from rich.table import Table
 
 from lmlab.commands.common import console
+from lmlab.commands.config_file import parse
 from lmlab.commands.flags import knob_flags
 from lmlab.data import world
 from lmlab.data.world.catalog import family_rows
@@ -53,7 +54,7 @@ def run(argv: list[str]) -> None:
             table.add_row(*row)
         console.print(table)
         return
-    args = tyro.cli(WorldSampleArgs, args=argv[1:], prog="lmlab world sample")
+    args = parse(WorldSampleArgs, argv[1:], "lmlab world sample")
     given = {k: v for k, v in dataclasses.asdict(args.knobs).items() if v is not None}
     spec = args.task + "".join(f":{k}={v}" for k, v in given.items())
     name, knobs = world.parse_task(spec)

@@ -1,14 +1,18 @@
 """Supervised fine-tuning: chat data, the masked next-token objective, and the phase driver.
 
-Chats come from a JSONL file in the common `{"messages": [{"role", "content"}, ...]}` format or
-from the task world (direct answers and, when the user asks to think step by step, worked
-solutions). Each chat is encoded with the tokenizer's chat template; the loss covers only the
-assistant-written tokens (`Tokenizer.encode_chat`'s mask). Short chats are packed into rows of
-context length, drawn and packed afresh for every batch, each starting with its own <|bos|>
-(plain concatenation: a chat may attend to the chats packed before it, as in most SFT packers
-without block-diagonal masks; fresh packing keeps it from relying on fixed neighbours). Optional
-replay mixes next-token loss on the base run's pretraining data into every step against
-forgetting. Training runs on the one loop (`Trainer.fit`) into a normal run directory.
+Data comes from the task world (direct answers and, when the user asks to think step by step,
+worked solutions) or from a JSONL file in one of TRL's SFT dataset formats, one row each:
+`{"messages": [...]}` (a chat), `{"prompt": [...], "completion": [...]}` (a conversational
+prompt and its completion), `{"prompt": "...", "completion": "..."}` (standard: the prompt is one
+user turn, the completion the assistant's reply) or `{"text": "..."}` (plain language modelling).
+Each chat is encoded with the tokenizer's chat template and the loss covers only the
+assistant-written tokens (`Tokenizer.encode_chat`'s mask), of the completion alone when the row
+has a prompt; a plain text is trained on in full, as pretraining text is. Short examples are
+packed into rows of context length, drawn and packed afresh for every batch, each starting with
+its own <|bos|> (plain concatenation: a chat may attend to the chats packed before it, as in most
+SFT packers without block-diagonal masks; fresh packing keeps it from relying on fixed
+neighbours). Optional replay mixes next-token loss on the base run's pretraining data into every
+step against forgetting. Training runs on the one loop (`Trainer.fit`) into a normal run directory.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,11 @@ from torch import Tensor, nn
 
 from lmlab.config import RunConfig, SFTConfig, TrainConfig, build_config
 from lmlab.data import world
+from lmlab.data.chats import check_messages
 from lmlab.data.corpora import load_corpus
 from lmlab.data.jsonl import read_jsonl
 from lmlab.data.shards import Batches, build_shards
-from lmlab.data.tokenizer import ROLES, Message, Tokenizer
+from lmlab.data.tokenizer import Message, Tokenizer
 from lmlab.model.moe import with_router_losses
 from lmlab.runs import require_stage, write_json
 from lmlab.train.pretrain import next_token_loss
@@ -49,36 +54,74 @@ class SFTDataError(ValueError):
 # --- chat data --------------------------------------------------------------------------------
 
 
-def check_chat(messages: Any, where: str) -> list[Message]:
-    """`messages` as a list of chat messages, or SFTDataError saying what is wrong at `where`."""
-    if not isinstance(messages, list) or not messages:
-        raise SFTDataError(f'{where}: expected an object with a non-empty "messages" list')
-    for i, m in enumerate(messages):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
-            raise SFTDataError(f'{where}: message {i} needs string "role" and "content" fields')
-        if m["role"] not in ROLES:
-            raise SFTDataError(
-                f"{where}: message {i} has unknown role {m['role']!r}; use {', '.join(ROLES)}"
-            )
-    if not any(m["role"] == "assistant" for m in messages):
-        raise SFTDataError(f"{where}: chat has no assistant turn (nothing to train on)")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+FORMATS = '"messages", "text", or "prompt" and "completion"'
 
 
-def load_chats(path: Path) -> list[list[Message]]:
-    """Chats from a JSONL file, one `{"messages": [...]}` object per line (blank lines skipped)."""
-    chats = []
-    for where, row in read_jsonl(path, SFTDataError):
-        if not isinstance(row, dict):
-            raise SFTDataError(f'{where}: expected an object with a "messages" list')
-        chats.append(check_chat(row.get("messages"), where))
-    if not chats:
+@dataclass(frozen=True)
+class Sample:
+    """One SFT example: a chat trained on its assistant messages from index `train_from` on, or
+    (with `text`) a plain text trained on in full."""
+
+    messages: list[Message] = field(default_factory=list)
+    train_from: int = 0
+    text: str | None = None
+
+
+def _has_reply(messages: list[Message]) -> bool:
+    return any(m["role"] == "assistant" for m in messages)
+
+
+def read_sample(row: Any, where: str) -> Sample:
+    """One JSONL row in one of TRL's SFT formats as a Sample, or SFTDataError saying what is
+    wrong at `where` (a `file:line`)."""
+    if not isinstance(row, dict):
+        raise SFTDataError(f"{where}: expected an object with {FORMATS}")
+    keys = {
+        k for k in ("messages", "text", "prompt", "completion", "chosen", "rejected") if k in row
+    }
+    if keys == {"messages"}:
+        messages = check_messages(row["messages"], where, "messages", SFTDataError)
+        if not _has_reply(messages):
+            raise SFTDataError(f"{where}: chat has no assistant turn (nothing to train on)")
+        return Sample(messages)
+    if keys == {"text"}:
+        if not isinstance(row["text"], str) or not row["text"]:
+            raise SFTDataError(f'{where}: "text" must be a non-empty string')
+        return Sample(text=row["text"])
+    if keys == {"prompt", "completion"}:
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):
+            # a standard prompt is one user turn and the completion the reply, as in the
+            # preference rows: every stage after SFT prompts the model through the template
+            user: Message = {"role": "user", "content": prompt}
+            return Sample([user, {"role": "assistant", "content": completion}], train_from=1)
+        if isinstance(prompt, list) and isinstance(completion, list):
+            opening = check_messages(prompt, where, "prompt", SFTDataError)
+            reply = check_messages(completion, where, "completion", SFTDataError)
+            if not _has_reply(reply):
+                raise SFTDataError(
+                    f"{where}: completion has no assistant message (nothing to train on)"
+                )
+            return Sample(opening + reply, train_from=len(opening))
+        raise SFTDataError(
+            f'{where}: "prompt" and "completion" must both be strings or both lists of messages'
+        )
+    if {"chosen", "rejected"} & keys:
+        raise SFTDataError(f"{where}: a preference row (chosen/rejected) is for lmlab rm or dpo")
+    if keys == {"prompt"}:
+        raise SFTDataError(f"{where}: a prompt-only row has no completion to train on")
+    if not keys:
+        raise SFTDataError(f"{where}: expected an object with {FORMATS}")
+    raise SFTDataError(f"{where}: a row has one of {FORMATS}, not {' and '.join(sorted(keys))}")
+
+
+def load_chats(path: Path) -> list[Sample]:
+    """SFT samples from a JSONL file, one row per line in a format of `read_sample` (blank lines
+    skipped)."""
+    samples = [read_sample(row, where) for where, row in read_jsonl(path, SFTDataError)]
+    if not samples:
         raise SFTDataError(f"{path} holds no chats")
-    return chats
+    return samples
 
 
 def world_chats(
@@ -105,25 +148,31 @@ def world_chats(
     return chats
 
 
-def split_chats(
-    chats: list[list[Message]], val_fraction: float, seed: int
-) -> tuple[list[list[Message]], list[list[Message]]]:
-    """(train, val): at least one chat each, held out by a seeded hash of the chat's content."""
-    if len(chats) < 2:
-        raise SFTDataError(f"need at least 2 chats (one for validation), got {len(chats)}")
+def _split_key(sample: Sample) -> str:
+    if sample.text is None and not sample.train_from:
+        return json.dumps(sample.messages)  # a chat hashes as it did before the other formats
+    return json.dumps(asdict(sample))
 
-    def h(chat: list[Message]) -> float:
-        digest = hashlib.sha256(f"{seed}|{json.dumps(chat)}".encode()).hexdigest()
+
+def split_chats(
+    samples: list[Sample], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """(train, val): at least one sample each, held out by a seeded hash of the content."""
+    if len(samples) < 2:
+        raise SFTDataError(f"need at least 2 chats (one for validation), got {len(samples)}")
+
+    def h(sample: Sample) -> float:
+        digest = hashlib.sha256(f"{seed}|{_split_key(sample)}".encode()).hexdigest()
         return int(digest[:8], 16) / 16**8
 
-    scores = [h(c) for c in chats]
+    scores = [h(c) for c in samples]
     val_idx = {i for i, s in enumerate(scores) if s < val_fraction}
     if not val_idx:
-        val_idx = {min(range(len(chats)), key=scores.__getitem__)}
-    if len(val_idx) == len(chats):
-        val_idx.discard(max(range(len(chats)), key=scores.__getitem__))
-    train = [c for i, c in enumerate(chats) if i not in val_idx]
-    return train, [c for i, c in enumerate(chats) if i in val_idx]
+        val_idx = {min(range(len(samples)), key=scores.__getitem__)}
+    if len(val_idx) == len(samples):
+        val_idx.discard(max(range(len(samples)), key=scores.__getitem__))
+    train = [c for i, c in enumerate(samples) if i not in val_idx]
+    return train, [c for i, c in enumerate(samples) if i in val_idx]
 
 
 # --- encoding and packing ---------------------------------------------------------------------
@@ -145,8 +194,24 @@ class Rows:
         return self.x.shape[0]
 
 
-def encode_chats(tok: Tokenizer, chats: list[list[Message]]) -> list[Example]:
-    return [tok.encode_chat(c) for c in chats]
+def encode_sample(tok: Tokenizer, sample: Sample) -> Example:
+    """Token ids of a sample and the mask of the tokens it trains on: a chat's assistant-written
+    tokens in its messages from `train_from` on, or every token of a plain text after <|bos|>
+    (the text is laid out as pretraining documents are)."""
+    if sample.text is not None:
+        ids = [tok.bos_id, *tok.encode(sample.text)]
+        return ids, [False] + [True] * (len(ids) - 1)
+    ids, mask = tok.encode_chat(sample.messages)
+    if sample.train_from:
+        prompt = tok.encode_chat(sample.messages[: sample.train_from])[0]
+        if ids[: len(prompt)] != prompt:
+            raise SFTDataError("the chat template renders a prompt differently inside its chat")
+        mask = [False] * len(prompt) + mask[len(prompt) :]
+    return ids, mask
+
+
+def encode_chats(tok: Tokenizer, samples: list[Sample]) -> list[Example]:
+    return [encode_sample(tok, s) for s in samples]
 
 
 def _to_rows(rows: list[Example], length: int, pad_id: int, dropped: int = 0) -> Rows:
@@ -247,9 +312,9 @@ def sft_objective(replay: float = 0.0) -> Any:
 # --- the phase driver -------------------------------------------------------------------------
 
 
-def load_sft_chats(cfg: SFTConfig) -> list[list[Message]]:
+def load_sft_chats(cfg: SFTConfig) -> list[Sample]:
     if cfg.data == "world":
-        return world_chats(cfg.n_world, cfg.seed, cfg.style, cfg.tasks)
+        return [Sample(c) for c in world_chats(cfg.n_world, cfg.seed, cfg.style, cfg.tasks)]
     return load_chats(Path(cfg.data))
 
 
@@ -304,7 +369,7 @@ def sft(
         "val_chats": len(val_chats),
         "val_rows": len(val_rows),
         "dropped_chats": chats.dropped + val_rows.dropped,
-        "assistant_tokens": sum(sum(m) for _, m in chats.examples),
+        "trained_tokens": sum(sum(m) for _, m in chats.examples),
     }
     trainer = stage.trainer(model)
     if replay_val is not None:
@@ -332,7 +397,7 @@ def sft(
     if stage.is_main:
         console.print(
             f"[bold]lmlab sft[/] {base} -> {out}  data={cfg.data}  "
-            f"{len(train_chats):,} chats ({info['assistant_tokens']:,} assistant tokens), "
+            f"{len(train_chats):,} chats ({info['trained_tokens']:,} tokens trained on), "
             f"{len(val_chats):,} val chats  replay={cfg.replay}  device={stage.device}"
             + (f"  resuming at step {trainer.step_count}" if trainer.step_count else "")
         )
