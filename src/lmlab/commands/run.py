@@ -11,7 +11,6 @@ import tyro
 from lmlab.commands.config_file import parse
 from lmlab.lab.config import PRESETS, preset
 from lmlab.lab.pipeline import run_lab
-from lmlab.lab.steps import STEP_NAMES
 
 
 @dataclass
@@ -51,5 +50,3 @@ def run(argv: list[str]) -> None:
     out = args.out or Path("runs") / args.preset
     run_lab(out, cfg, stages, show_progress=not args.quiet)
 
-
-__all__ = ["STEP_NAMES", "RunArgs", "run"]
