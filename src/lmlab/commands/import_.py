@@ -15,10 +15,11 @@ from lmlab.model.hf import import_hf
 
 @dataclass
 class ImportArgs:
-    """Import a local Hugging Face checkpoint (Llama, Mixtral or Qwen2-MoE) as an lmlab run."""
+    """Import a local Hugging Face checkpoint (Llama, Mistral, Qwen2, Mixtral or Qwen2-MoE) as an
+    lmlab run, with its own tokenizer and chat template."""
 
     src: Annotated[Path, tyro.conf.Positional]
-    """Folder with config.json, *.safetensors and tokenizer.json."""
+    """Folder with config.json, *.safetensors, tokenizer.json and tokenizer_config.json."""
     out: Path
     """New run directory."""
 
