@@ -156,3 +156,21 @@ def test_sft_and_dpo_steps_then_export_round_trip(
         original.apply_chat_template(CHAT, add_generation_prompt=True)
     )
     assert exported("hello")["input_ids"] == original("hello")["input_ids"]
+
+
+def test_cli_import_caps_the_context(
+    checkpoints: dict[str, tuple[Path, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, hf = checkpoints["llama"]
+    out = tmp_path / "short"
+    assert main(["import", str(folder), "--out", str(out), "--context-length", "32"]) == 0
+    model, _, cfg = load_run(out)
+    assert cfg.model.context_length == 32
+    ids = torch.randint(0, 300, (1, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, rtol=0, atol=ATOL)
+    too_long = ["import", str(folder), "--out", str(tmp_path / "long"), "--context-length", "999"]
+    capsys.readouterr()
+    assert main(too_long) == 2
+    assert "not within the checkpoint's 128 positions" in capsys.readouterr().err
+    assert not (tmp_path / "long").exists()

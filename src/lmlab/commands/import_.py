@@ -22,9 +22,13 @@ class ImportArgs:
     """Folder with config.json, *.safetensors, tokenizer.json and tokenizer_config.json."""
     out: Path
     """New run directory."""
+    context_length: int | None = None
+    """Cap the context at this many tokens (None: the checkpoint's max_position_embeddings).
+    The engine preallocates its KV cache and SFT packs its rows at the context length, so a
+    32k-position checkpoint is best imported shorter."""
 
 
 def run(argv: list[str]) -> None:
     args = tyro.cli(ImportArgs, args=argv, prog="lmlab import")
-    import_hf(args.src, args.out)
+    import_hf(args.src, args.out, args.context_length)
     console.print(f"wrote run {args.out} (try: lmlab generate {args.out} --prompt ...)")

@@ -416,12 +416,21 @@ def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     return cfg
 
 
-def load_hf(src: Path) -> Transformer:
-    """An lmlab Transformer (float32, eval mode) from a local HF Llama-family folder."""
+def load_hf(src: Path, context_length: int | None = None) -> Transformer:
+    """An lmlab Transformer (float32, eval mode) from a local HF Llama-family folder, its
+    context capped at `context_length` if given (the engine's KV cache and SFT's packed rows
+    are that long; RoPE needs nothing else to run shorter)."""
     src = Path(src)
     if not (src / "config.json").is_file():
         raise HFFormatError(f"{src} is not a Hugging Face checkpoint (no config.json)")
     cfg = model_config_from_hf(_read_json(src / "config.json"))
+    if context_length is not None:
+        if not 0 < context_length <= cfg.context_length:
+            raise HFFormatError(
+                f"--context-length {context_length} is not within the checkpoint's "
+                f"{cfg.context_length} positions"
+            )
+        cfg.context_length = context_length
     index = src / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(_read_json(index)["weight_map"].values()))
@@ -440,9 +449,10 @@ def load_hf(src: Path) -> Transformer:
     return model.eval()
 
 
-def import_hf(src: Path, out: Path) -> Path:
+def import_hf(src: Path, out: Path, context_length: int | None = None) -> Path:
     """Turn a local HF Llama-family folder into an lmlab run directory `out` (checkpoint at step
-    0), keeping the checkpoint's own tokenizer, special tokens and chat template."""
+    0), keeping the checkpoint's own tokenizer, special tokens and chat template; the context
+    capped at `context_length` if given."""
     src, out = Path(src), Path(out)
     check_new_run_dir(out)
     if not (src / "config.json").is_file():
@@ -453,7 +463,7 @@ def import_hf(src: Path, out: Path) -> Path:
         tok = Tokenizer.from_pretrained(src)
     except Exception as e:  # tokenizers raises bare Exceptions for malformed files
         raise HFFormatError(f"cannot use the tokenizer of {src}: {e}") from None
-    model = load_hf(src)
+    model = load_hf(src, context_length)
     if tok.vocab_size > model.cfg.vocab_size:
         raise HFFormatError(
             f"the tokenizer has {tok.vocab_size} tokens but the model only {model.cfg.vocab_size}"
