@@ -71,23 +71,21 @@ def _lmlab_chat_template() -> str:
     an error on any other role, and `{% generation %}` marks around what the assistant writes
     (its text and <|end|>, the tokens SFT trains on), which `apply_chat_template(...,
     return_assistant_tokens_mask=True)` and TRL's assistant-only loss read."""
-    cases = []
+    branches = []
     for role, token in ROLES.items():
-        head = token + HEADERS.get(role, "")
         body = "{{ m['content'] }}" + END
         if role == "assistant":
             body = "{% generation %}" + body + "{% endgeneration %}"
-        cases.append(f"{'if' if not cases else 'elif'} m['role'] == '{role}' %}}{head}{body}")
-    roles = ", ".join(ROLES)
-    unknown = f"{{{{ raise_exception('unknown chat role ' ~ m['role'] ~ '; expected {roles}') }}}}"
+        branches.append(f"m['role'] == '{role}' %}}{token}{HEADERS.get(role, '')}{body}")
+    expected = ", ".join(ROLES)
+    unknown = f"raise_exception('unknown chat role ' ~ m['role'] ~ '; expected {expected}')"
     return (
         BOS
-        + "{% for m in messages %}{% "
-        + "{% ".join(cases)
-        + "{% else %}"
+        + "{% for m in messages %}{% if "
+        + "{% elif ".join(branches)
+        + "{% else %}{{ "
         + unknown
-        + "{% endif %}{% endfor %}"
-        + "{% if add_generation_prompt %}"
+        + " }}{% endif %}{% endfor %}{% if add_generation_prompt %}"
         + ASSISTANT
         + "{% endif %}"
     )
@@ -300,13 +298,24 @@ class Tokenizer:
     """A typed wrapper over a `tokenizers.Tokenizer`: text, plain prompts and chats to ids.
 
     With `config` None it is one of lmlab's own (the six chat tokens at ids 0..5, lmlab's chat
-    template); with `config` (a Hugging Face tokenizer_config: special tokens, chat_template,
-    add_bos_token) it is a checkpoint's own, with its template and special ids.
-
-    pad_id, bos_id, end_id: padding, the document start (BOS, or the end-of-text token where the
-    tokenizer has no BOS), the end of an assistant turn. stop_ids: what ends a generation (the
-    end of turn and EOS). special_ids: every special token (never sampled as text).
+    template); with `config` (a Hugging Face tokenizer_config: its named special tokens and
+    chat_template) it is a checkpoint's own, with its template and special ids.
     """
+
+    pad_id: int
+    """Padding (a foreign tokenizer without a pad token pads with EOS)."""
+    bos_id: int
+    """The document start: BOS, or EOS where the tokenizer has no BOS (Qwen2)."""
+    end_id: int
+    """The token that ends an assistant turn (<|end|>; ChatML's <|im_end|>, ...)."""
+    stop_ids: frozenset[int]
+    """What ends a generation: the end of turn and EOS."""
+    special_ids: tuple[int, ...]
+    """Every special token (never sampled as text)."""
+    system_id: int
+    user_id: int
+    assistant_id: int
+    """The role tokens (lmlab's own tokenizers only)."""
 
     def __init__(self, hf: HFTokenizer, config: dict[str, Any] | None = None) -> None:
         hf.encode_special_tokens = True  # `encode`: text never turns into control tokens
