@@ -31,11 +31,11 @@ renormalising the chosen weights). Qwen2-MoE multiplies its shared expert by
 sigmoid(shared_expert_gate(x)); lmlab's shared experts are always on, so the export writes a zero
 gate (sigmoid = 1/2) and doubles the shared down projection. Qwen2 and Qwen2-MoE add biases to
 the q/k/v projections (`ModelConfig.qkv_bias`); an import whose biases are all zero drops them, so
-an exported lmlab model comes back with the shape it left with. What no format can hold is
-refused: sigmoid (DeepSeek-V3) routing, a non-zero auxiliary-loss-free selection bias (it changes
-which experts are chosen), a learned shared-expert gate, sliding-window attention beyond the
-window (the import caps the context at the window, where attention is exactly full), RoPE
-scaling, and head sizes other than d_model / heads.
+an exported lmlab model comes back with the shape it left with. A sliding window (Mistral v0.1)
+caps the imported context at the window, within which its attention is exactly full attention.
+What one side cannot hold is refused: on export, sigmoid (DeepSeek-V3) routing and a non-zero
+auxiliary-loss-free selection bias (it changes which experts are chosen); on import, a learned
+shared-expert gate, RoPE scaling, other biases and head sizes other than d_model / heads.
 
 All apply RoPE in the rotate-half convention (HF's conversion script already permuted Meta's
 interleaved q/k rows into it), so no permutation is needed. An export folder holds config.json,
