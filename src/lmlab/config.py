@@ -111,6 +111,8 @@ class ModelConfig:
     embedding to each token's embedding, so one attention layer can match "the token before
     this one" and copy what followed it (an induction head without a previous-token head).
     Not part of the Llama format: such models do not export to Hugging Face."""
+    qkv_bias: bool = False
+    """Learned biases on the query/key/value projections (Qwen2's layout; Llama has none)."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     """Mixture-of-Experts settings (dense when moe.n_experts is 0)."""
 

@@ -37,6 +37,7 @@ def test_causal_masking(n_kv_head: int | None, smear: bool) -> None:
         {"n_kv_head": 2},
         {"n_kv_head": 1, "d_ff": 50},
         {"smear": True},
+        {"qkv_bias": True, "n_kv_head": 2},
     ],
 )
 def test_param_counts_match_module(kw: dict) -> None:
@@ -58,6 +59,11 @@ def test_flops_per_token() -> None:
     assert f["n_matmul"] == n_matmul
     assert f["train"] == 6 * n_matmul + 12 * cfg.n_layer * 64 * cfg.d_model
     assert f["forward"] == pytest.approx(f["train"] / 3)
+    # q/k/v biases (Qwen2) are added, not multiplied: they change no FLOP count
+    biased = tiny_model_config(qkv_bias=True)
+    assert flops_per_token(biased, seq_len=64) == f
+    assert param_counts(biased)["total"] > counts["total"]
+    assert all(not b.attn.wqkv.bias.any() for b in Transformer(biased).blocks)  # start at 0
 
 
 def test_overfits_one_batch() -> None:

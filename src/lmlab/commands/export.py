@@ -24,7 +24,9 @@ class ExportArgs:
     """Output directory (must be new or empty)."""
     format: Literal["hf"] = "hf"
     """hf: Hugging Face folder (config.json, model.safetensors, tokenizer files) in the Llama
-    format, or Mixtral / Qwen2-MoE for MoE models."""
+    format (Qwen2 with q/k/v biases), or Mixtral / Qwen2-MoE for MoE models."""
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Type of the stored weights (bf16 and fp16 halve the folder; fp32 keeps them exact)."""
     drop_selection_bias: bool = False
     """MoE: export without the aux-loss-free selection bias (no HF format holds it)."""
 
@@ -32,7 +34,7 @@ class ExportArgs:
 def run(argv: list[str]) -> None:
     args = parse(ExportArgs, argv, "lmlab export")
     model, tok, _ = load_run(args.run)
-    export_hf(model, tok, args.out, args.drop_selection_bias)  # type: ignore[arg-type]
+    export_hf(model, tok, args.out, args.drop_selection_bias, args.dtype)  # type: ignore[arg-type]
     console.print(
         f"wrote {args.out} ({hf_format(model.cfg)} format; load it with "  # type: ignore[arg-type]
         "transformers.AutoModelForCausalLM)"

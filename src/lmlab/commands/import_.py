@@ -16,15 +16,20 @@ from lmlab.model.hf import import_hf
 
 @dataclass
 class ImportArgs:
-    """Import a local Hugging Face checkpoint (Llama, Mixtral or Qwen2-MoE) as an lmlab run."""
+    """Import a local Hugging Face checkpoint (Llama, Mistral, Qwen2, Mixtral or Qwen2-MoE) as an
+    lmlab run, with its own tokenizer and chat template."""
 
     src: Annotated[Path, tyro.conf.Positional]
-    """Folder with config.json, *.safetensors and tokenizer.json."""
+    """Folder with config.json, *.safetensors, tokenizer.json and tokenizer_config.json."""
     out: Path
     """New run directory."""
+    context_length: int | None = None
+    """Cap the context at this many tokens (None: the checkpoint's max_position_embeddings).
+    The engine preallocates its KV cache and SFT packs its rows at the context length, so a
+    32k-position checkpoint is best imported shorter."""
 
 
 def run(argv: list[str]) -> None:
     args = parse(ImportArgs, argv, "lmlab import")
-    import_hf(args.src, args.out)
+    import_hf(args.src, args.out, args.context_length)
     console.print(f"wrote run {args.out} (try: lmlab generate {args.out} --prompt ...)")

@@ -30,7 +30,8 @@ only on its seed and stream, never on which other requests share the batch or wh
 two calls with the same seed reuse the same streams, so a caller that splits one job into
 several calls gives each call its own seed.
 
-Stops: a sequence ends at a stop token (`<|end|>` unless `ignore_eos`, plus `stop_token_ids`;
+Stops: a sequence ends at a stop token (`<|end|>`, or a checkpoint's end of turn and EOS:
+`Tokenizer.stop_ids`, unless `ignore_eos`; plus `stop_token_ids`;
 the stop token is kept in `token_ids` and `logprobs` but not in `text`), at a stop string
 (matched on the decoded text, also across token boundaries; the text is cut before it, while
 `token_ids` keep every token generated up to the one that completed it), or after
@@ -549,9 +550,13 @@ class Engine:
     # --- scheduler --------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str | Sequence[int]) -> list[int]:
-        """Token ids of a prompt: text gets <|bos|> in front; a list of ids is used as-is."""
+        """Token ids of a prompt: text as `Tokenizer.encode_prompt` reads it (BOS in front where
+        the tokenizer adds one, as lmlab's does); a list of ids is used as-is."""
         if isinstance(prompt, str):
-            return [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
+            ids = self.tokenizer.encode_prompt(prompt)
+            if not ids:
+                raise GenerationError("the prompt is empty and this tokenizer adds no BOS")
+            return ids
         if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
             if not prompt:
                 raise GenerationError("a prompt of token ids is empty; give at least one token")
@@ -592,7 +597,7 @@ class Engine:
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31, ()))
         stop_ids = set(params.stop_token_ids or [])
         if not params.ignore_eos:
-            stop_ids.add(self.tokenizer.end_id)
+            stop_ids |= self.tokenizer.stop_ids
         req = Request(next(self._ids), ids, params, seed, frozenset(stop_ids), first_stream)
         req.seqs = [_Seq(req, i) for i in range(params.n)]
         self.waiting.append(req)

@@ -1,5 +1,6 @@
-"""Export to and import from Hugging Face checkpoint formats: Llama (dense models), Mixtral
-(MoE without shared experts) and Qwen2-MoE (MoE with shared experts or dense layers in between).
+"""Export to and import from Hugging Face checkpoint formats: Llama and Mistral (dense models),
+Qwen2 (dense, with q/k/v biases), Mixtral (MoE without shared experts) and Qwen2-MoE (MoE with
+shared experts or dense layers in between).
 
 lmlab's dense transformer is the Llama architecture, so the two formats differ only in names
 and in lmlab's fused projections:
@@ -14,6 +15,7 @@ and in lmlab's fused projections:
     blocks.{i}.ffn.w2.weight        model.layers.{i}.mlp.down_proj.weight
     norm.weight                     model.norm.weight
     lm_head.weight                  lm_head.weight (absent when the embeddings are tied)
+    blocks.{i}.attn.wqkv.bias       model.layers.{i}.self_attn.{q,k,v}_proj.bias (Qwen2 only)
 
 MoE layers (stacked experts `w13 [E, d, 2h]`, `w2 [E, h, d]`, router `router.weight [E, d]`):
 
@@ -27,15 +29,21 @@ MoE layers (stacked experts `w13 [E, d, 2h]`, `w2 [E, h, d]`, router `router.wei
 Both HF formats route like lmlab's softmax router (top-k of the softmax, Mixtral always
 renormalising the chosen weights). Qwen2-MoE multiplies its shared expert by
 sigmoid(shared_expert_gate(x)); lmlab's shared experts are always on, so the export writes a zero
-gate (sigmoid = 1/2) and doubles the shared down projection, and Qwen2's q/k/v biases are zero.
-What no format can hold is refused: sigmoid (DeepSeek-V3) routing, and a non-zero
-auxiliary-loss-free selection bias (it changes which experts are chosen).
+gate (sigmoid = 1/2) and doubles the shared down projection. Qwen2 and Qwen2-MoE add biases to
+the q/k/v projections (`ModelConfig.qkv_bias`); an import whose biases are all zero drops them, so
+an exported lmlab model comes back with the shape it left with. A sliding window (Mistral v0.1)
+caps the imported context at the window, within which its attention is exactly full attention.
+What one side cannot hold is refused: on export, sigmoid (DeepSeek-V3) routing and a non-zero
+auxiliary-loss-free selection bias (it changes which experts are chosen); on import, a learned
+shared-expert gate, RoPE scaling, other biases and head sizes other than d_model / heads.
 
-Both apply RoPE in the rotate-half convention (HF's conversion script already permuted Meta's
+All apply RoPE in the rotate-half convention (HF's conversion script already permuted Meta's
 interleaved q/k rows into it), so no permutation is needed. An export folder holds config.json,
-generation_config.json, model.safetensors and the tokenizer (tokenizer.json plus a
-tokenizer_config.json with the chat template), which is what `transformers`, vLLM and
-lm-evaluation-harness load. `transformers` itself is not needed here.
+generation_config.json, model.safetensors and the tokenizer (`Tokenizer.save_pretrained`:
+tokenizer.json and a tokenizer_config.json with the chat template), which is what
+`transformers`, vLLM and lm-evaluation-harness load; an import keeps the checkpoint's own
+tokenizer and chat template (`Tokenizer.from_pretrained`). `transformers` itself is not needed
+here. Mistral imports as the Llama layout it is, so it exports back as Llama.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lmlab.config import ModelConfig, MoEConfig, RunConfig
-from lmlab.data.tokenizer import ASSISTANT, BOS, END, PAD, Tokenizer
+from lmlab.data.tokenizer import Tokenizer
 from lmlab.model.load import save_model
 from lmlab.model.transformer import Transformer
 from lmlab.runs import check_new_run_dir, write_run_files
@@ -59,11 +67,8 @@ class HFFormatError(ValueError):
     """A checkpoint that cannot be converted (the message says why)."""
 
 
-# Jinja version of `Tokenizer.encode_chat`: <|bos|> then <|role|> content <|end|> per message.
-CHAT_TEMPLATE = (
-    BOS + "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}" + END + "{% endfor %}"
-    "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
-)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _split(cfg: ModelConfig) -> tuple[list[int], list[int]]:
@@ -72,13 +77,13 @@ def _split(cfg: ModelConfig) -> tuple[list[int], list[int]]:
 
 
 def hf_format(cfg: ModelConfig) -> str:
-    """The HF format that holds this model: llama, mixtral or qwen2_moe."""
+    """The HF format that holds this model: llama, qwen2 (q/k/v biases), mixtral or qwen2_moe."""
     m = cfg.moe
     if not m.n_experts:
-        return "llama"
+        return "qwen2" if cfg.qkv_bias else "llama"
     if m.score != "softmax":
         raise HFFormatError("sigmoid routing has no Hugging Face format with Llama attention")
-    if m.n_shared == 0 and m.every == 1 and m.renormalize:
+    if m.n_shared == 0 and m.every == 1 and m.renormalize and not cfg.qkv_bias:
         return "mixtral"
     return "qwen2_moe"
 
@@ -137,9 +142,12 @@ def to_hf_state_dict(model: Transformer, drop_selection_bias: bool = False) -> d
             h + "self_attn.o_proj.weight": sd[b + "attn.wo.weight"],
             h + "post_attention_layernorm.weight": sd[b + "ffn_norm.weight"],
         }
-        if fmt == "qwen2_moe":
-            for name, t in zip("qkv", (q, k, v), strict=True):
-                out[h + f"self_attn.{name}_proj.bias"] = torch.zeros(t.shape[0])
+        if fmt in ("qwen2", "qwen2_moe"):  # both always hold q/k/v biases
+            biases = sd[b + "attn.wqkv.bias"].split(qkv) if cfg.qkv_bias else [None] * 3
+            for name, t, bias in zip("qkv", (q, k, v), biases, strict=True):
+                out[h + f"self_attn.{name}_proj.bias"] = (
+                    torch.zeros(t.shape[0]) if bias is None else bias
+                )
         if cfg.moe.is_moe_layer(i):
             out |= _moe_to_hf(sd, b, h, fmt, cfg, drop_selection_bias)
         else:
@@ -153,7 +161,8 @@ def to_hf_state_dict(model: Transformer, drop_selection_bias: bool = False) -> d
 
 
 def from_hf_state_dict(cfg: ModelConfig, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """HF Llama / Mixtral / Qwen2-MoE weights renamed and fused into lmlab's state dict."""
+    """HF Llama / Mistral / Qwen2 / Mixtral / Qwen2-MoE weights renamed and fused into lmlab's
+    state dict (q/k/v biases read when `cfg.qkv_bias`)."""
     fmt = hf_format(cfg)
 
     def get(name: str) -> Tensor:
@@ -169,10 +178,10 @@ def from_hf_state_dict(cfg: ModelConfig, sd: dict[str, Tensor]) -> dict[str, Ten
     for i in range(cfg.n_layer):
         b, h = f"blocks.{i}.", f"model.layers.{i}."
         attn = [get(h + f"self_attn.{p}_proj.weight") for p in "qkv"]
-        if fmt == "qwen2_moe" and any(
-            get(h + f"self_attn.{p}_proj.bias").abs().max() > 0 for p in "qkv"
-        ):
-            raise HFFormatError("q/k/v projection biases are not supported (must be zero)")
+        if cfg.qkv_bias:
+            out[b + "attn.wqkv.bias"] = torch.cat(
+                [get(h + f"self_attn.{p}_proj.bias") for p in "qkv"]
+            )
         out |= {
             b + "attn_norm.weight": get(h + "input_layernorm.weight"),
             b + "attn.wqkv.weight": torch.cat(attn),
@@ -229,17 +238,26 @@ def _moe_from_hf(get: Any, b: str, h: str, fmt: str, cfg: ModelConfig) -> dict[s
 
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
     "mixtral": "MixtralForCausalLM",
     "qwen2_moe": "Qwen2MoeForCausalLM",
 }
+"""The model types an import reads; an export writes all but mistral (it is Llama's layout)."""
 
 
-def hf_config(cfg: ModelConfig, tok: Tokenizer | None = None) -> dict[str, Any]:
-    """config.json of the HF model class with this shape (Llama, Mixtral or Qwen2-MoE)."""
+def hf_config(
+    cfg: ModelConfig, tok: Tokenizer | None = None, dtype: str = "fp32"
+) -> dict[str, Any]:
+    """config.json of the HF model class with this shape (Llama, Qwen2, Mixtral or Qwen2-MoE)."""
     fmt = hf_format(cfg)
     m = cfg.moe
     extra: dict[str, Any] = {}
-    if fmt == "mixtral":
+    if fmt == "llama":
+        extra = {"attention_bias": False, "mlp_bias": False}
+    elif fmt == "qwen2":
+        extra = {"use_sliding_window": False, "sliding_window": None}
+    elif fmt == "mixtral":
         extra = {
             "intermediate_size": cfg.expert_dim,
             "num_local_experts": m.n_experts,
@@ -262,6 +280,7 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer | None = None) -> dict[str, Any]:
             "use_sliding_window": False,
             "sliding_window": None,
         }
+    eos = sorted(tok.stop_ids) if tok else None
     return {
         "architectures": [ARCHITECTURES[fmt]],
         "model_type": fmt,
@@ -280,21 +299,28 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer | None = None) -> dict[str, Any]:
         "rope_theta": cfg.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
         "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": False,
-        "mlp_bias": False,
         "bos_token_id": tok.bos_id if tok else None,
-        "eos_token_id": tok.end_id if tok else None,
+        "eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None,
         "pad_token_id": tok.pad_id if tok else None,
-        "torch_dtype": "float32",
+        # transformers >= 5 reads dtype; older versions read torch_dtype.
+        "dtype": _DTYPE_NAMES[dtype],
+        "torch_dtype": _DTYPE_NAMES[dtype],
     } | extra
 
 
 def export_hf(
-    model: Transformer, tok: Tokenizer, out: Path, drop_selection_bias: bool = False
+    model: Transformer,
+    tok: Tokenizer,
+    out: Path,
+    drop_selection_bias: bool = False,
+    dtype: str = "fp32",
 ) -> Path:
     """Write `model` and `tok` as a Hugging Face folder `out` (new or empty) in the Llama,
-    Mixtral or Qwen2-MoE format (see `hf_format`)."""
+    Qwen2, Mixtral or Qwen2-MoE format (see `hf_format`), its weights stored as `dtype`
+    (fp32, bf16 or fp16)."""
     out = Path(out)
+    if dtype not in DTYPES:
+        raise HFFormatError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if model.cfg.smear:
         raise HFFormatError(
             "this model uses token smearing (--model.smear), which the Llama format has no "
@@ -302,24 +328,16 @@ def export_hf(
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HFFormatError(f"{out} exists and is not an empty directory; choose another --out")
-    weights = to_hf_state_dict(model, drop_selection_bias)
+    weights = {
+        k: v.to(DTYPES[dtype]) for k, v in to_hf_state_dict(model, drop_selection_bias).items()
+    }
     out.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    cfg = model.cfg
-    (out / "config.json").write_text(json.dumps(hf_config(cfg, tok), indent=2) + "\n")
-    gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.end_id, "pad_token_id": tok.pad_id}
+    config = hf_config(model.cfg, tok, dtype)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gen = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    tok.save(out / "tokenizer.json")
-    tok_cfg = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": BOS,
-        "eos_token": END,
-        "pad_token": PAD,
-        "model_max_length": cfg.context_length,
-        "add_bos_token": False,
-        "chat_template": CHAT_TEMPLATE,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
+    tok.save_pretrained(out, model.cfg.context_length)
     return out
 
 
@@ -330,28 +348,40 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise HFFormatError(f"cannot read {path}: {e}") from None
 
 
+def _context_length(hf: dict[str, Any]) -> int:
+    """max_position_embeddings, capped at the sliding window where one is used: within the
+    window, sliding-window attention is exactly full causal attention (Mistral v0.1)."""
+    length = hf.get("max_position_embeddings", 2048)
+    window = hf.get("sliding_window")
+    used = hf.get("use_sliding_window")
+    if window and (used is None or used):
+        length = min(length, window)
+    return length
+
+
 def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
-    """lmlab ModelConfig of a Llama config.json, or HFFormatError naming what differs."""
+    """lmlab ModelConfig of a Llama-family config.json, or HFFormatError naming what differs.
+    Qwen2 layouts get `qkv_bias` (`load_hf` drops it again when the biases are zero)."""
     fmt = hf.get("model_type")
     if fmt not in ARCHITECTURES:
         raise HFFormatError(
             f"model_type {fmt!r} is not supported (need {', '.join(ARCHITECTURES)})"
         )
-    if hf.get("sliding_window") and (fmt != "qwen2_moe" or hf.get("use_sliding_window")):
-        raise HFFormatError("sliding-window attention is not supported")
     if hf.get("mlp_only_layers"):
         raise HFFormatError("mlp_only_layers is not supported")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise HFFormatError(f"RoPE scaling {rope.get('rope_type')!r} is not supported")
     if hf.get("hidden_act", "silu") != "silu" or hf.get("attention_bias") or hf.get("mlp_bias"):
-        raise HFFormatError("only silu MLPs without biases are supported")
+        raise HFFormatError(
+            "only silu MLPs without biases (Qwen2's q/k/v biases aside) are supported"
+        )
     d, n_head = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, d // n_head):
         raise HFFormatError(f"head_dim {hf['head_dim']} != hidden_size / heads {d // n_head}")
     cfg = ModelConfig(
         vocab_size=hf["vocab_size"],
-        context_length=hf.get("max_position_embeddings", 2048),
+        context_length=_context_length(hf),
         n_layer=hf["num_hidden_layers"],
         n_head=n_head,
         n_kv_head=hf.get("num_key_value_heads") or n_head,
@@ -361,6 +391,7 @@ def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         init_std=hf.get("initializer_range", 0.02),
+        qkv_bias=fmt in ("qwen2", "qwen2_moe"),
     )
     if fmt == "mixtral":
         cfg.moe = MoEConfig(
@@ -369,7 +400,6 @@ def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
             d_expert=hf["intermediate_size"],
         )
     elif fmt == "qwen2_moe":
-        cfg.d_ff = hf["intermediate_size"]
         d_expert = hf["moe_intermediate_size"]
         shared = hf.get("shared_expert_intermediate_size") or 0
         if shared % d_expert:
@@ -386,12 +416,21 @@ def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     return cfg
 
 
-def load_hf(src: Path) -> Transformer:
-    """An lmlab Transformer (float32, eval mode) from a local HF Llama folder."""
+def load_hf(src: Path, context_length: int | None = None) -> Transformer:
+    """An lmlab Transformer (float32, eval mode) from a local HF Llama-family folder, its
+    context capped at `context_length` if given (the engine's KV cache and SFT's packed rows
+    are that long; RoPE needs nothing else to run shorter)."""
     src = Path(src)
     if not (src / "config.json").is_file():
         raise HFFormatError(f"{src} is not a Hugging Face checkpoint (no config.json)")
     cfg = model_config_from_hf(_read_json(src / "config.json"))
+    if context_length is not None:
+        if not 0 < context_length <= cfg.context_length:
+            raise HFFormatError(
+                f"--context-length {context_length} is not within the checkpoint's "
+                f"{cfg.context_length} positions"
+            )
+        cfg.context_length = context_length
     index = src / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(_read_json(index)["weight_map"].values()))
@@ -402,28 +441,33 @@ def load_hf(src: Path) -> Transformer:
     sd: dict[str, Tensor] = {}
     for f in files:
         sd |= load_file(str(src / f))
+    biases = [t for k, t in sd.items() if "self_attn." in k and k.endswith("_proj.bias")]
+    if cfg.qkv_bias and all(t.abs().max() == 0 for t in biases):
+        cfg.qkv_bias = False  # placeholder zeros (what an lmlab export writes for Qwen2-MoE)
     model = Transformer(cfg)
     model.load_state_dict(from_hf_state_dict(cfg, sd))
     return model.eval()
 
 
-def import_hf(src: Path, out: Path) -> Path:
-    """Turn a local HF Llama folder into an lmlab run directory `out` (checkpoint at step 0).
-
-    The folder's tokenizer.json must reserve lmlab's chat tokens at ids 0..5 (every lmlab export
-    does); other vocabularies are refused, since the chat template and the engine rely on them.
-    """
+def import_hf(src: Path, out: Path, context_length: int | None = None) -> Path:
+    """Turn a local HF Llama-family folder into an lmlab run directory `out` (checkpoint at step
+    0), keeping the checkpoint's own tokenizer, special tokens and chat template; the context
+    capped at `context_length` if given."""
     src, out = Path(src), Path(out)
     check_new_run_dir(out)
     if not (src / "config.json").is_file():
         raise HFFormatError(f"{src} is not a Hugging Face checkpoint (no config.json)")
     if not (src / "tokenizer.json").is_file():
-        raise HFFormatError(f"{src} has no tokenizer.json")
+        raise HFFormatError(f"{src} has no tokenizer.json (a fast tokenizer is needed)")
     try:
-        tok = Tokenizer.load(src / "tokenizer.json")
+        tok = Tokenizer.from_pretrained(src)
     except Exception as e:  # tokenizers raises bare Exceptions for malformed files
-        raise HFFormatError(f"cannot use {src / 'tokenizer.json'}: {e}") from None
-    model = load_hf(src)
+        raise HFFormatError(f"cannot use the tokenizer of {src}: {e}") from None
+    model = load_hf(src, context_length)
+    if tok.vocab_size > model.cfg.vocab_size:
+        raise HFFormatError(
+            f"the tokenizer has {tok.vocab_size} tokens but the model only {model.cfg.vocab_size}"
+        )
     write_run_files(out, RunConfig(model=model.cfg), tok)
     save_model(out, model, {"step": 0, "tokens": 0, "imported_from": str(src)})
     return out

@@ -7,7 +7,8 @@ object with the `KVCache.update` signature below, e.g. the engine's preallocated
 
 Layout follows Llama (Touvron et al. 2023): pre-norm blocks, RMSNorm (Zhang & Sennrich 2019),
 rotary position embeddings in the "rotate half" convention (Su et al. 2021), SwiGLU feed-forward
-(Shazeer 2020), grouped-query attention (Ainslie et al. 2023), no biases. The q/k/v and the
+(Shazeer 2020), grouped-query attention (Ainslie et al. 2023), no biases (but optional q/k/v
+biases, `ModelConfig.qkv_bias`, as Qwen2 has; Bai et al. 2023). The q/k/v and the
 gate/up projections are fused into one matrix each so a block runs two fewer matmul calls.
 """
 
@@ -64,7 +65,7 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
         qkv_out = (self.n_head + 2 * self.n_kv) * self.head_dim
-        self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=False)
+        self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.qkv_bias)
         self.wo = nn.Linear(self.n_head * self.head_dim, cfg.d_model, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
@@ -145,10 +146,10 @@ class Transformer(nn.Module):
         """GPT-2 init: N(0, init_std) everywhere; the projections that write into the residual
         stream (attention `wo`, FFN `w2`, stacked MoE experts `ffn.w2`) scaled by
         1/sqrt(2 * n_layer) so the residual variance stays O(1) with depth (Radford et al. 2019).
-        RMSNorm gains start at 1."""
+        RMSNorm gains start at 1, biases at 0."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
-            if name == "smear":
+            if name == "smear" or name.endswith(".bias"):
                 nn.init.zeros_(p)
             elif p.dim() < 2:
                 nn.init.ones_(p)
@@ -210,16 +211,21 @@ class Transformer(nn.Module):
 # --- accounting -----------------------------------------------------------------------------
 
 
+def _qkv_bias(cfg: ModelConfig) -> int:
+    """Parameters of one layer's q/k/v biases (0 without them)."""
+    return (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim if cfg.qkv_bias else 0
+
+
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
     """Parameter counts from the config alone: total, embedding, non-embedding, and the
     `active` / `active_non_embedding` counts one token uses (equal to total / non-embedding
     for dense models; an MoE layer activates its router, top_k routed and all shared experts).
 
     `embedding` is the token embedding plus, when untied, the output projection (Kaplan et al.
-    2020 exclude both); `non_embedding` is everything else (attention, FFN, norms).
+    2020 exclude both); `non_embedding` is everything else (attention, FFN, norms, biases).
     """
     d, hd, m = cfg.d_model, cfg.head_dim, cfg.moe
-    attn = d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d
+    attn = d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + _qkv_bias(cfg)
     dense_ffn = 3 * d * cfg.ffn_dim
     n_moe = sum(m.is_moe_layer(i) for i in range(cfg.n_layer))
     expert = 3 * d * cfg.expert_dim
@@ -251,7 +257,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, f
     """
     T = seq_len or cfg.context_length
     counts = param_counts(cfg)
-    norms = (2 * cfg.n_layer + 1 + int(cfg.smear)) * cfg.d_model  # gains and the smear gate
+    # what is added or scaled, not multiplied: norm gains, the smear gate, q/k/v biases
+    norms = (2 * cfg.n_layer + 1 + int(cfg.smear)) * cfg.d_model + cfg.n_layer * _qkv_bias(cfg)
     n_matmul = counts["active_non_embedding"] - norms + cfg.vocab_size * cfg.d_model
     n_matmul_total = counts["non_embedding"] - norms + cfg.vocab_size * cfg.d_model
     attn = 12 * cfg.n_layer * T * cfg.n_head * cfg.head_dim

@@ -213,7 +213,7 @@ class EngineThoughts:
         device = next(model.parameters()).device
         logits = model(torch.tensor([ids], device=device))[0, -1].float()
         tok = self.engine.tokenizer
-        banned = [tok.pad_id, tok.bos_id, tok.system_id, tok.user_id, tok.assistant_id, tok.end_id]
+        banned = list(tok.special_ids)
         logits[banned] = -math.inf
         logits[tok.vocab_size :] = -math.inf
         newline = tok.encode("\n")
