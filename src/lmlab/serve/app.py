@@ -1,9 +1,10 @@
 """The OpenAI-compatible server: the FastAPI app over one engine thread, and the chat page.
 
 Endpoints: `/v1/models`, `/v1/completions`, `/v1/chat/completions` (JSON, or server-sent
-events in OpenAI's chunk format ending with `data: [DONE]` when `stream` is true), `/health`
-and the chat page at `/`. Every request becomes a job of the `EngineWorker`, so all requests
-share the one engine's running batch (continuous batching).
+events in OpenAI's chunk format ending with `data: [DONE]` when `stream` is true), vLLM's
+`/tokenize`, `/detokenize` and `/tokenizer_info`, and the open `/health`, `/metrics`
+(Prometheus), `/version` and the chat page at `/`. Every request becomes a job of the
+`EngineWorker`, so all requests share the one engine's running batch (continuous batching).
 
 Reasoning: a request may name a strategy in its body (`"reasoning": {"strategy": "sc", "k": 8}`)
 or in the model name (`sft:sc@8`); see `serve/generation.py`.
@@ -34,7 +35,8 @@ from lmlab.infer.engine import Engine
 from lmlab.serve.config import ServeConfig
 from lmlab.serve.errors import ERRORS, APIError, install_handlers
 from lmlab.serve.generation import Service
-from lmlab.serve.routes import chat, completions, models
+from lmlab.serve.metrics import Metrics, MetricsMiddleware
+from lmlab.serve.routes import chat, completions, models, ops, tokens
 from lmlab.serve.worker import EngineWorker
 
 
@@ -72,6 +74,8 @@ def create_app(engine: Engine, cfg: ServeConfig | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(_JSONBody)
+    metrics = Metrics(service)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: app.router.routes)
     install_handlers(app)
 
     bearer = HTTPBearer(auto_error=False)
@@ -92,7 +96,9 @@ def create_app(engine: Engine, cfg: ServeConfig | None = None) -> FastAPI:
     for family in (models, chat, completions):
         v1.include_router(family.router(service))
     app.include_router(v1)
+    app.include_router(tokens.router(service), dependencies=[Depends(check_key)], responses=ERRORS)
     app.include_router(models.open_router(service))
+    app.include_router(ops.router(metrics))
     return app
 
 
