@@ -73,9 +73,11 @@ def create_app(engine: Engine, cfg: ServeConfig | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(_JSONBody)
+    # Inside _JSONBody, which copies the scope of /v1 POSTs: the router records its route in
+    # the copy that MetricsMiddleware reads.
     metrics = Metrics(service)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: app.router.routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=lambda: app.openapi()["paths"])
+    app.add_middleware(_JSONBody)
     install_handlers(app)
 
     bearer = HTTPBearer(auto_error=False)

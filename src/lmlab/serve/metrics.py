@@ -11,12 +11,12 @@ has its own registry, so several servers in one process (tests) never share a me
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmlab.serve.generation import Service
@@ -82,10 +82,9 @@ class _EngineCollector:
 class MetricsMiddleware:
     """Count every HTTP request by its route's path and status, and time it to its last byte."""
 
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, routes: Callable[[], list[BaseRoute]]
-    ) -> None:
-        self.app, self.metrics, self.routes = app, metrics, routes
+    def __init__(self, app: ASGIApp, metrics: Metrics, paths: Callable[[], Iterable[str]]) -> None:
+        self.app, self.metrics, self.paths = app, metrics, paths
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,13 +106,18 @@ class MetricsMiddleware:
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
     def endpoint(self, scope: Scope) -> str:
-        """The path of the route that serves `scope` (`/v1/models/{model}`), or of one with
-        that path for another method, else UNMATCHED."""
-        partial = UNMATCHED  # the path exists, not for this method (405)
-        for route in self.routes():
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return getattr(route, "path", UNMATCHED)
-            if match == Match.PARTIAL and partial == UNMATCHED:
-                partial = getattr(route, "path", UNMATCHED)
-        return partial
+        """The path template of the route that served `scope` (`/v1/models/{model}`): one of
+        the OpenAPI document's paths, or the literal path of a route outside it (the page);
+        UNMATCHED when no route served it (the router records its choice in the scope)."""
+        if "route" not in scope:
+            return UNMATCHED
+        if self._templates is None:
+            self._templates = [(_pattern(p), p) for p in self.paths()]
+        path = scope["path"]
+        return next((p for rx, p in self._templates if rx.match(path)), path)
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """A path template's regex: `/v1/models/{model}` -> `^/v1/models/[^/]+$`."""
+    parts = re.split(r"\{[^/]+?\}", template)
+    return re.compile("^" + "[^/]+".join(map(re.escape, parts)) + "$")
