@@ -104,9 +104,13 @@ def create_app(engine: Engine, cfg: ServeConfig | None = None) -> FastAPI:
     return app
 
 
+JSON_POSTS = ("/v1/", "/tokenize", "/detokenize")
+"""Paths (prefixes) whose POST bodies are JSON whatever their content type."""
+
+
 class _JSONBody:
-    """Read /v1 POST bodies as JSON whatever their content type (`curl -d` sends a form type;
-    OpenAI's API reads JSON regardless)."""
+    """Read the API's POST bodies as JSON whatever their content type (`curl -d` sends a form
+    type; OpenAI's API reads JSON regardless)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -115,7 +119,7 @@ class _JSONBody:
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
-            and scope["path"].startswith("/v1/")
+            and scope["path"].startswith(JSON_POSTS)
         ):
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
