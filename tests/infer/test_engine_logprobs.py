@@ -60,7 +60,9 @@ def test_prompt_logprobs_equal_the_scoring_helpers(
     for prompt, out in zip(PROMPTS, outs, strict=True):
         ids = engine.encode_prompt(prompt)
         with torch.no_grad():
-            want = token_logprobs(model(torch.tensor([ids])), torch.tensor([ids]))[0]
+            logits = model(torch.tensor([ids]))
+            want = token_logprobs(logits, torch.tensor([ids]))[0]
+        assert (logits.argmax(-1) >= tok.vocab_size).any()  # padding would win if not excluded
         assert len(out) == 2
         for c in out:  # nothing generated; every sample carries the prompt's scores
             assert (c.token_ids, c.text, c.finish_reason) == ([], "", "length")
