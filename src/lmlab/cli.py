@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "world": ("world", "show task-world problems (world sample) or list the tasks"),
     "sft": ("sft", "supervised fine-tuning on world tasks or a chat JSONL"),
     "eval": ("eval", "evaluate a run on world tasks through the engine"),
+    "evaluate": ("evaluate", "evaluate a run on lm-evaluation-harness tasks (lmlab[eval])"),
     "reason": ("reason", "reasoning strategies (CoT, self-consistency, ToT, adaptive)"),
     "emergence": ("emergence", "model-size ladder: exact match vs continuous metrics"),
     "prefs": ("prefs", "sample responses and label preference pairs (world annotator)"),

@@ -248,6 +248,38 @@ MSG = [{"role": "user", "content": "hi"}]
             400,
             {"param": "reasoning"},
         ),
+        (COMP, {"model": "tiny", "prompt": "x", "logprobs": 6}, 400, {"param": "logprobs"}),
+        (COMP, {"model": "tiny", "prompt": "x", "max_tokens": 0}, 400, {"param": "max_tokens"}),
+        (
+            CHAT,
+            {"model": "tiny", "messages": MSG, "top_logprobs": 21},
+            400,
+            {"param": "top_logprobs"},
+        ),
+        (
+            CHAT,
+            {"model": "tiny", "messages": MSG, "top_logprobs": 2},
+            400,
+            {"param": "top_logprobs"},
+        ),
+        (
+            CHAT,
+            {"model": "tiny", "messages": MSG, "tools": [{"type": "function"}]},
+            400,
+            {"param": "tools", "code": "unsupported"},
+        ),
+        (
+            CHAT,
+            {"model": "tiny", "messages": MSG, "response_format": {"type": "json_object"}},
+            400,
+            {"param": "response_format", "code": "unsupported"},
+        ),
+        (
+            CHAT,
+            {"model": "tiny", "messages": [{"role": "tool", "content": "x"}]},
+            400,
+            {"param": "messages.0.role"},
+        ),
         ("/v1/nothing", {}, 404, {}),
     ],
 )

@@ -91,7 +91,13 @@ def test_strategy_from_suffix_and_body(reference: Engine) -> None:
         ({"prompt": "x", "stop": ["a"] * 5}, "stop", "invalid_value"),
         ({"prompt": "x", "max_tokens": LIMIT + 1}, "max_tokens", "invalid_value"),
         ({"prompt": "x", "presence_penalty": 1}, "presence_penalty", "unsupported"),
-        ({"prompt": "x", "echo": True}, "echo", "unsupported"),
+        ({"prompt": "x", "frequency_penalty": -1}, "frequency_penalty", "unsupported"),
+        ({"prompt": "x", "max_tokens": 0}, "max_tokens", "invalid_value"),
+        ({"prompt": "x", "echo": True, "model": "tiny:cot"}, "echo", "unsupported"),
+        ({"prompt": "x", "suffix": "y"}, "suffix", "unsupported"),
+        ({"prompt": "x", "best_of": 3}, "best_of", "unsupported"),
+        ({"prompt": "x", "n": 2, "best_of": 3}, "best_of", "unsupported"),
+        ({"prompt": "x", "logit_bias": {"5": 1.0}}, "logit_bias", "unsupported"),
         ({"prompt": [0, 10**9]}, "prompt", "invalid_value"),
         ({"prompt": ["x"] * 65}, "prompt", "invalid_value"),
         ({"prompt": "x" * 200}, "prompt", "context_length_exceeded"),
@@ -122,3 +128,78 @@ def test_serve_config_validates_itself(reference: Engine, kw: dict[str, Any], me
     assert str(err.value) == message
     with pytest.raises(ValueError, match=message):
         create_app(reference, ServeConfig(**kw))
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"function_call": "auto"}, "function_call"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"logit_bias": {"5": -100}}, "logit_bias"),
+        ({"audio": {"voice": "x", "format": "mp3"}}, "audio"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
+        ({"web_search_options": {}}, "web_search_options"),
+        ({"reasoning_effort": "high"}, "reasoning_effort"),
+        ({"store": True}, "store"),
+    ],
+)
+def test_unsupported_chat_fields_are_named(
+    reference: Engine, body: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(APIError) as err:
+        chat(reference, messages=[{"role": "user", "content": "hi"}], **body)
+    assert (err.value.status, err.value.param, err.value.code) == (400, param, "unsupported")
+    assert err.value.message.startswith(f"{param}: ")
+
+
+def test_neutral_values_of_unsupported_fields_are_accepted(reference: Engine) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    plain = chat(reference, messages=msgs)
+    neutral = chat(
+        reference,
+        messages=msgs,
+        tools=[],
+        tool_choice="none",
+        functions=[],
+        function_call="none",
+        response_format={"type": "text"},
+        logit_bias={},
+        modalities=["text"],
+        store=False,
+    )
+    assert neutral.params == plain.params and neutral.prompts == plain.prompts
+    assert complete(reference, prompt="x", n=2, best_of=2).params.n == 2
+    assert (
+        complete(reference, prompt="x", suffix="").params == complete(reference, prompt="x").params
+    )
+
+
+def test_logprobs_echo_and_max_tokens_0_map_to_the_engine(reference: Engine) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    p = chat(reference, messages=msgs, logprobs=True, top_logprobs=3).params
+    assert (p.logprobs, p.top_logprobs, p.prompt_logprobs) == (True, 3, False)
+    with pytest.raises(APIError) as err:  # OpenAI: top_logprobs needs logprobs
+        chat(reference, messages=msgs, top_logprobs=3)
+    assert err.value.param == "top_logprobs"
+    p = complete(reference, prompt="x", logprobs=2).params
+    assert (p.logprobs, p.top_logprobs, p.prompt_logprobs) == (True, 2, False)
+    p = complete(reference, prompt="x", logprobs=0).params
+    assert (p.logprobs, p.top_logprobs) == (True, 0)
+    prep = complete(reference, prompt=["ab", "c"], echo=True, max_tokens=0, logprobs=1)
+    assert (prep.params.max_new_tokens, prep.params.prompt_logprobs) == (0, True)
+    assert prep.echo == ["ab", "c"]
+    ids = complete(reference, prompt=[[1, 7, 8]], echo=True, max_tokens=0)
+    assert ids.echo == [reference.tokenizer.decode([1, 7, 8])]
+    # Scoring a prompt that fills the context is allowed: nothing is generated after it.
+    full = [1] * reference.max_len
+    assert complete(reference, prompt=full, echo=True, max_tokens=0).params.max_new_tokens == 0
+    with pytest.raises(APIError) as err:
+        complete(reference, prompt=full, echo=True, max_tokens=1)
+    assert err.value.code == "context_length_exceeded"

@@ -37,8 +37,13 @@ the stop token is kept in `token_ids` and `logprobs` but not in `text`), at a st
 `token_ids` keep every token generated up to the one that completed it), or after
 `max_new_tokens` (finish_reason "length"). Logprobs are the model's own log-probabilities of the
 chosen tokens (log-softmax of the raw logits, before temperature and filtering), so their sum is
-the sequence log-likelihood. A prompt plus `max_new_tokens` longer than the context is an error
-(no silent truncation).
+the sequence log-likelihood; `top_logprobs` adds the most likely tokens at each position (among
+those the engine can emit: never vocabulary padding), with values from the same log-softmax, so
+a greedy token's logprob equals the first alternative's exactly. `prompt_logprobs` scores the
+prompt itself from the logits of the forward pass that prefills it (no second forward), and
+`max_new_tokens=0` with it scores a prompt without generating (what log-likelihood evaluation
+asks: lm-eval's `loglikelihood` requests). A prompt plus `max_new_tokens` longer than the
+context is an error (no silent truncation).
 """
 
 from __future__ import annotations
@@ -100,12 +105,32 @@ class SamplingParams:
     (None: each prompt draws a seed from torch's global generator)."""
     logprobs: bool = False
     """Return the log-probability of every generated token."""
+    top_logprobs: int = 0
+    """With logprobs or prompt_logprobs: also this many most likely tokens at each position and
+    their log-probabilities."""
+    prompt_logprobs: bool = False
+    """Return the log-probability of every prompt token after the first (scored by the prefill's
+    forward pass); with max_new_tokens=0 the prompt is scored and nothing is generated."""
 
     def validate(self, vocab_size: int, max_batch: int) -> None:
         """Raise GenerationError with a one-line message if a field is out of range."""
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise GenerationError(
                 f"max_new_tokens must be >= 1, got {self.max_new_tokens}", "max_new_tokens"
+            )
+        if self.max_new_tokens == 0 and not self.prompt_logprobs:
+            raise GenerationError(
+                "max_new_tokens=0 only scores a prompt: it needs prompt_logprobs=True",
+                "max_new_tokens",
+            )
+        if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= vocab_size:
+            raise GenerationError(
+                f"top_logprobs must be in [0, {vocab_size}], got {self.top_logprobs}",
+                "top_logprobs",
+            )
+        if self.top_logprobs and not (self.logprobs or self.prompt_logprobs):
+            raise GenerationError(
+                "top_logprobs needs logprobs (or prompt_logprobs) on", "top_logprobs"
             )
         if not isinstance(self.n, int) or self.n < 1:
             raise GenerationError(f"n must be >= 1, got {self.n}", "n")
@@ -150,6 +175,16 @@ class Completion:
     finish_reason: str  # "stop" | "length" | "cancelled" (see `Engine.cancel`)
     logprobs: list[float] | None
     prompt_tokens: int
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    """Per generated token: the `top_logprobs` most likely (token id, logprob), best first."""
+    prompt_logprobs: list[float] | None = None
+    """log p(prompt[t] | prompt[:t]) for t = 1 .. len(prompt) - 1 (the first token has none)."""
+    prompt_top_logprobs: list[list[tuple[int, float]]] | None = None
+    """The alternatives at each of those prompt positions."""
+
+
+TopLogprobs = list[tuple[int, float]]
+"""The most likely (token id, logprob) at one position, best first."""
 
 
 # --- sampling -------------------------------------------------------------------------------
@@ -330,6 +365,7 @@ class _Seq:
     length: int = 0  # tokens in this slot's cache
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[TopLogprobs] = field(default_factory=list)
     finish_reason: str | None = None
     stop_at: int | None = None  # text cut (a stop string was found there)
 
@@ -354,6 +390,8 @@ class Request:
     first_stream: int = 0
     """The seed's noise stream of sample 0; sample i draws from stream first_stream + i."""
     seqs: list[_Seq] = field(default_factory=list)
+    prompt_logprobs: list[float] | None = None
+    prompt_top_logprobs: list[TopLogprobs] | None = None
 
     @property
     def finished(self) -> bool:
@@ -362,13 +400,17 @@ class Request:
     def completions(self, tok: Tokenizer) -> list[Completion]:
         if not self.finished:
             raise GenerationError(f"request {self.id} is still running")
+        p = self.params
         return [
             Completion(
                 text=s.text(tok),
                 token_ids=list(s.token_ids),
                 finish_reason=s.finish_reason or "length",
-                logprobs=list(s.logprobs) if self.params.logprobs else None,
+                logprobs=list(s.logprobs) if p.logprobs else None,
                 prompt_tokens=len(self.prompt),
+                top_logprobs=list(s.top_logprobs) if p.logprobs and p.top_logprobs else None,
+                prompt_logprobs=self.prompt_logprobs,
+                prompt_top_logprobs=self.prompt_top_logprobs,
             )
             for s in self.seqs
         ]
@@ -662,10 +704,18 @@ class Engine:
         # past a row's length are masked out and later overwritten by its decode steps.
         self.cache.begin_prefill(first)
         hidden = self.model.hidden_states(idx.to(self.device), cache=self.cache)
-        # Only the last real position of each prompt needs logits.
+        # Only the last real position of each prompt needs logits, unless it is to be scored.
         last = self.model.lm_head(hidden[torch.arange(len(reqs)), torch.tensor(lens) - 1]).float()
         rows, seqs = [], []
         for i, r in enumerate(reqs):
+            if r.params.prompt_logprobs:
+                self._score_prompt(r, hidden[i, : lens[i] - 1])
+            if r.params.max_new_tokens == 0:  # scored only: nothing to generate
+                for s in r.seqs:
+                    s.finish_reason = "length"
+                    self._free(s)
+                done.append(r)
+                continue
             others = [s.slot for s in r.seqs[1:]]
             if others:
                 self.cache.copy_slot(r.seqs[0].slot, others, lens[i])
@@ -675,10 +725,29 @@ class Engine:
                 self._set_slot_params(s)
                 rows.append(i)
                 seqs.append(s)
+        if not seqs:
+            return
         slots = torch.tensor([s.slot for s in seqs], device=self.device)
         # Each sample's first decode step follows its prompt's last token.
         self.prev[slots] = torch.tensor([s.request.prompt[-1] for s in seqs], device=self.device)
         self._advance(slots, last[torch.tensor(rows, device=self.device)], seqs, done)
+
+    def _score_prompt(self, r: Request, hidden: Tensor) -> None:
+        """The prompt's own log-probabilities from its prefill's hidden states [T-1, D] (the
+        positions whose next token is a prompt token): the same forward pass, no second one."""
+        lsm = self.model.lm_head(hidden).float().log_softmax(-1)
+        target = torch.tensor(r.prompt[1:], dtype=torch.long, device=lsm.device)
+        r.prompt_logprobs = lsm.gather(-1, target[:, None])[:, 0].tolist()
+        k = r.params.top_logprobs
+        r.prompt_top_logprobs = self._top(lsm, [k] * len(target)) if k else None
+
+    def _top(self, lsm: Tensor, ks: list[int]) -> list[TopLogprobs]:
+        """Per row of log-probabilities [N, V]: its ks[row] most likely tokens the engine can
+        emit (vocabulary padding excluded), best first."""
+        k = min(max(ks), self.tokenizer.vocab_size)
+        values, ids = self._allowed(lsm).topk(k, dim=-1)
+        rows = zip(ids.tolist(), values.tolist(), strict=True)
+        return [list(zip(i[:n], v[:n], strict=True)) for (i, v), n in zip(rows, ks, strict=True)]
 
     def _decode(self, done: list[Request]) -> None:
         B = self._hi
@@ -774,13 +843,21 @@ class Engine:
             nxt = greedy if greedy is not None else logits.argmax(-1)
         self.tokens[rows] = nxt
         want_lp = any(s.request.params.logprobs for s in live)
-        lps = raw.log_softmax(-1).gather(-1, nxt[:, None])[:, 0].tolist() if want_lp else None
+        lps, tops = None, None
+        if want_lp:
+            lsm = raw.log_softmax(-1)
+            lps = lsm.gather(-1, nxt[:, None])[:, 0].tolist()
+            ks = [s.request.params.top_logprobs if s is not None else 0 for s in seqs]
+            if any(ks):
+                tops = self._top(lsm, ks)
         for j, (s, t) in enumerate(zip(seqs, nxt.tolist(), strict=True)):
             if s is None:
                 continue
             s.token_ids.append(t)
-            if lps is not None:
+            if lps is not None and s.request.params.logprobs:
                 s.logprobs.append(lps[j])
+                if tops is not None and s.request.params.top_logprobs:
+                    s.top_logprobs.append(tops[j])
             if self._finished(s, t):
                 self._free(s)
                 if s.request.finished:

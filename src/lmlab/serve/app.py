@@ -1,9 +1,10 @@
 """The OpenAI-compatible server: the FastAPI app over one engine thread, and the chat page.
 
 Endpoints: `/v1/models`, `/v1/completions`, `/v1/chat/completions` (JSON, or server-sent
-events in OpenAI's chunk format ending with `data: [DONE]` when `stream` is true), `/health`
-and the chat page at `/`. Every request becomes a job of the `EngineWorker`, so all requests
-share the one engine's running batch (continuous batching).
+events in OpenAI's chunk format ending with `data: [DONE]` when `stream` is true), vLLM's
+`/tokenize`, `/detokenize` and `/tokenizer_info`, and the open `/health`, `/metrics`
+(Prometheus), `/version` and the chat page at `/`. Every request becomes a job of the
+`EngineWorker`, so all requests share the one engine's running batch (continuous batching).
 
 Reasoning: a request may name a strategy in its body (`"reasoning": {"strategy": "sc", "k": 8}`)
 or in the model name (`sft:sc@8`); see `serve/generation.py`.
@@ -34,7 +35,8 @@ from lmlab.infer.engine import Engine
 from lmlab.serve.config import ServeConfig
 from lmlab.serve.errors import ERRORS, APIError, install_handlers
 from lmlab.serve.generation import Service
-from lmlab.serve.routes import chat, completions, models
+from lmlab.serve.metrics import Metrics, MetricsMiddleware
+from lmlab.serve.routes import chat, completions, models, ops, tokens
 from lmlab.serve.worker import EngineWorker
 
 
@@ -71,6 +73,10 @@ def create_app(engine: Engine, cfg: ServeConfig | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Inside _JSONBody, which copies the scope of /v1 POSTs: the router records its route in
+    # the copy that MetricsMiddleware reads.
+    metrics = Metrics(service)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=lambda: app.openapi()["paths"])
     app.add_middleware(_JSONBody)
     install_handlers(app)
 
@@ -92,13 +98,19 @@ def create_app(engine: Engine, cfg: ServeConfig | None = None) -> FastAPI:
     for family in (models, chat, completions):
         v1.include_router(family.router(service))
     app.include_router(v1)
+    app.include_router(tokens.router(service), dependencies=[Depends(check_key)], responses=ERRORS)
     app.include_router(models.open_router(service))
+    app.include_router(ops.router(metrics))
     return app
 
 
+JSON_POSTS = ("/v1/", "/tokenize", "/detokenize")
+"""Paths (prefixes) whose POST bodies are JSON whatever their content type."""
+
+
 class _JSONBody:
-    """Read /v1 POST bodies as JSON whatever their content type (`curl -d` sends a form type;
-    OpenAI's API reads JSON regardless)."""
+    """Read the API's POST bodies as JSON whatever their content type (`curl -d` sends a form
+    type; OpenAI's API reads JSON regardless)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -107,7 +119,7 @@ class _JSONBody:
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
-            and scope["path"].startswith("/v1/")
+            and scope["path"].startswith(JSON_POSTS)
         ):
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}

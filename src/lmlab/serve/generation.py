@@ -23,14 +23,14 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from lmlab.infer.engine import Completion, SamplingParams
+from lmlab.infer.engine import Completion, Request, SamplingParams, TopLogprobs
 from lmlab.reason.strategies import parse_strategy
 from lmlab.serve import schemas as S
 from lmlab.serve.config import DEFAULT_NAME, ServeConfig
 from lmlab.serve.errors import APIError, event_error, stream_error
 from lmlab.serve.params import Prepared
 from lmlab.serve.stream import DONE, Deadline, EventStream, job_events, sse, sse_all
-from lmlab.serve.worker import FINAL, EngineWorker, Event, Job
+from lmlab.serve.worker import FINAL, EngineWorker, Event, Job, Piece
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Format(Protocol):
     """Of the response id (`chatcmpl`, `cmpl`)."""
 
     def result(
-        self, head: Head, done: list[Completion], params: SamplingParams, usage: S.Usage
+        self, head: Head, done: list[Completion], prep: Prepared, usage: S.Usage
     ) -> BaseModel: ...
 
     def reasoned(
@@ -67,7 +67,11 @@ class Format(Protocol):
 
     def opening(self, head: Head, n: int) -> list[BaseModel]: ...
 
-    def delta(self, head: Head, index: int, text: str) -> BaseModel: ...
+    def echo(self, head: Head, prep: Prepared, prompt: int, req: Request) -> list[BaseModel]:
+        """Chunks repeating scored prompt `prompt` (completions' echo; chat has none)."""
+        ...
+
+    def delta(self, head: Head, index: int, piece: Piece, prep: Prepared) -> BaseModel: ...
 
     def finish(self, head: Head, index: int, reason: str) -> BaseModel: ...
 
@@ -120,7 +124,7 @@ class Service:
         done = await self.wait(job, events, deadline, request)
         if done is None:
             return Response(status_code=499)
-        return fmt.result(head, done, prep.params, usage_of(prep.prompts, done))
+        return fmt.result(head, done, prep, usage_of(prep.prompts, done))
 
     # --- engine jobs ----------------------------------------------------------------------
 
@@ -171,7 +175,10 @@ class Service:
             yield sse(chunk)
         async for kind, a, b in events:
             if kind == "delta":
-                yield sse(fmt.delta(head, a, b))
+                yield sse(fmt.delta(head, a, b, prep))
+            elif kind == "prompt":
+                for chunk in fmt.echo(head, prep, a, b):
+                    yield sse(chunk)
             elif kind == "finish":
                 yield sse(fmt.finish(head, a, b))
             elif kind == "done" and include_usage:
@@ -244,12 +251,15 @@ def usage_of(prompts: list[list[int]], done: list[Completion]) -> S.Usage:
     return S.Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
 
-def reported(c: Completion, params: SamplingParams, end_id: int) -> tuple[list[int], list[float]]:
-    """Token ids and logprobs of a completion's text (without its final stop token)."""
-    ids, lps = c.token_ids, c.logprobs or []
+def reported(
+    c: Completion, params: SamplingParams, end_id: int
+) -> tuple[list[int], list[float], list[TopLogprobs] | None]:
+    """Token ids, logprobs and alternatives (None unless asked) of a completion's text (without
+    its final stop token)."""
+    ids, lps, top = c.token_ids, c.logprobs or [], c.top_logprobs
     stops = set(params.stop_token_ids or [])
     if not params.ignore_eos:
         stops.add(end_id)
     if c.finish_reason == "stop" and ids and ids[-1] in stops:
-        ids, lps = ids[:-1], lps[:-1]
-    return ids, lps
+        ids, lps, top = ids[:-1], lps[:-1], top[:-1] if top is not None else None
+    return ids, lps, top

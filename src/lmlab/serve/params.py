@@ -4,7 +4,11 @@
 OpenAI's fields map onto the engine's: `max_tokens` (chat: `max_completion_tokens` first) is
 `max_new_tokens`, its default the server's limit or the room left in the context, whichever is
 smaller; `temperature` and `top_p` default to 1; `stop` is up to 4 strings; `n` samples share a
-prefill and need as many engine slots.
+prefill and need as many engine slots. Log-probabilities: chat's `logprobs` / `top_logprobs`
+and completions' integer `logprobs` (alternatives) are the engine's `logprobs` /
+`top_logprobs`; completions' `echo` scores the prompt in its prefill (`prompt_logprobs`), and
+with `max_tokens: 0` nothing is generated (scoring a prompt, as lm-eval's log-likelihood
+requests do). OpenAI fields the server does not implement are 400s (`serve/unsupported.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from lmlab.infer.engine import Engine, GenerationError, SamplingParams
 from lmlab.reason.strategies import STRATEGIES as REASON_STRATEGIES
 from lmlab.serve import schemas as S
 from lmlab.serve.errors import APIError
+from lmlab.serve.unsupported import check_chat, check_completion
 
 STRATEGIES = ["direct", *(s for s in REASON_STRATEGIES if s != "direct")]
 """`direct` (the model's own reply) and the strategies of `lmlab.reason`."""
@@ -41,6 +46,8 @@ class Prepared:
     """The text a strategy answers (chat: the last user message; completions: the prompt)."""
     max_tokens: int | None
     """`max_tokens` as the request gave it (a strategy's `max_new_tokens`; None: its own)."""
+    echo: list[str] | None = None
+    """Completions with `echo`: each prompt's text, which the answer repeats before its own."""
 
 
 def strategy_of(
@@ -89,18 +96,10 @@ def chat_request(
     """A chat request as the engine's input: the conversation in the chat template (a strategy
     reads only the last user message)."""
     strategy, opts = strategy_of(body.model, body.reasoning, name)
-    if body.top_logprobs:
-        raise _unsupported(
-            "top_logprobs > 0 is not supported (logprobs=true returns the chosen tokens' "
-            "log-probabilities)",
-            "top_logprobs",
-        )
-    messages: list[Message] = []
-    for m in body.messages:
-        content = (
-            m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or [])
-        )
-        messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+    check_chat(body)
+    if body.top_logprobs and not body.logprobs:
+        raise _invalid("top_logprobs needs logprobs: true", "top_logprobs")
+    messages = chat_messages(body.messages)
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
     if strategy != "direct":
         if not (question or "").strip():
@@ -110,12 +109,31 @@ def chat_request(
             )
         messages = [{"role": "user", "content": question or ""}]  # all a strategy reads
     tok = engine.tokenizer
-    ids = _encode(lambda: tok.encode_chat(messages, add_generation_prompt=True)[0], "messages")
+    ids = encode(lambda: tok.encode_chat(messages, add_generation_prompt=True)[0], "messages")
     asked = body.max_completion_tokens or body.max_tokens
     params = sampling_params(
-        body, asked, [len(ids)], "messages", bool(body.logprobs), engine, max_tokens
+        body,
+        asked,
+        [len(ids)],
+        "messages",
+        engine,
+        max_tokens,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
     )
     return Prepared([ids], params, strategy, opts, question, asked)
+
+
+def chat_messages(messages: list[S.ChatMessage]) -> list[Message]:
+    """A request's messages as the chat template reads them (text parts joined; `developer`
+    is OpenAI's newer name for `system`)."""
+    out: list[Message] = []
+    for m in messages:
+        content = (
+            m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or [])
+        )
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+    return out
 
 
 def completion_request(
@@ -123,13 +141,11 @@ def completion_request(
 ) -> Prepared:
     """A completions request as the engine's input: each prompt (text or token ids) as ids."""
     strategy, opts = strategy_of(body.model, body.reasoning, name)
-    if body.echo:
-        raise _unsupported("echo is not supported", "echo")
-    if body.logprobs:
-        raise _unsupported(
-            "logprobs > 0 (top alternatives) is not supported; logprobs=0 returns the chosen "
-            "tokens' log-probabilities",
-            "logprobs",
+    check_completion(body)
+    if body.max_tokens == 0 and not body.echo:
+        raise _invalid(
+            "max_tokens=0 generates nothing; it is for scoring a prompt with echo: true",
+            "max_tokens",
         )
     raw = body.prompt
     items: list[Any] = (
@@ -143,13 +159,30 @@ def completion_request(
         len(items) != 1 or not isinstance(items[0], str) or not items[0].strip()
     ):
         raise _invalid(f"strategy {strategy!r} answers one text prompt", "prompt")
-    prompts = [_encode(lambda p=p: engine.encode_prompt(p), "prompt") for p in items]
+    if strategy != "direct" and body.echo:
+        raise _unsupported(f"echo does not apply to strategy {strategy!r}", "echo")
+    prompts = [encode(lambda p=p: engine.encode_prompt(p), "prompt") for p in items]
     lens = [len(p) for p in prompts]
     params = sampling_params(
-        body, body.max_tokens, lens, "prompt", body.logprobs is not None, engine, max_tokens
+        body,
+        body.max_tokens,
+        lens,
+        "prompt",
+        engine,
+        max_tokens,
+        logprobs=body.logprobs is not None,
+        top_logprobs=body.logprobs or 0,
+        prompt_logprobs=bool(body.echo),
     )
+    echo = None
+    if body.echo:
+        tok = engine.tokenizer
+        echo = [
+            p if isinstance(p, str) else tok.decode(ids)
+            for p, ids in zip(items, prompts, strict=True)
+        ]
     question = items[0] if isinstance(items[0], str) else None
-    return Prepared(prompts, params, strategy, opts, question, body.max_tokens)
+    return Prepared(prompts, params, strategy, opts, question, body.max_tokens, echo)
 
 
 def sampling_params(
@@ -157,23 +190,23 @@ def sampling_params(
     max_tokens: int | None,
     lens: list[int],
     param: str,
-    logprobs: bool,
     engine: Engine,
     limit: int,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
+    prompt_logprobs: bool = False,
 ) -> SamplingParams:
     """The sampling parameters of a request whose prompts have `lens` tokens (`param` names the
     prompt field); `limit` is the server's most new tokens per request."""
-    if body.presence_penalty or body.frequency_penalty:
-        raise _unsupported(
-            "presence_penalty and frequency_penalty are not supported; leave them at 0",
-            "presence_penalty",
-        )
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        if getattr(body, penalty):
+            raise _unsupported(f"{penalty} is not supported; leave it at 0", penalty)
     if max_tokens is not None and max_tokens > limit:
         raise _invalid(
             f"max_tokens={max_tokens} exceeds this server's limit of {limit}", "max_tokens"
         )
     context, longest = engine.max_len, max(lens)
-    if longest >= context:
+    if longest > context or (longest == context and max_tokens != 0):
         raise _too_long(
             f"the prompt ({longest} tokens) fills the model's context length of {context} "
             "tokens; shorten it",
@@ -199,6 +232,8 @@ def sampling_params(
         stop=stop or None,
         seed=body.seed,
         logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        prompt_logprobs=prompt_logprobs,
         ignore_eos=body.ignore_eos,
     )
     try:
@@ -209,7 +244,8 @@ def sampling_params(
     return params
 
 
-def _encode(fn: Callable[[], list[int]], param: str) -> list[int]:
+def encode(fn: Callable[[], list[int]], param: str) -> list[int]:
+    """`fn()`'s token ids, or a 400 naming `param` if the text cannot be tokenized."""
     try:
         return fn()
     except GenerationError as e:

@@ -1,9 +1,12 @@
 """Pydantic request and response models of the OpenAI-compatible API (the OpenAPI schema).
 
-Field names and shapes follow OpenAI's chat completions, completions and models endpoints.
-Beyond OpenAI's fields a request may carry `top_k`, `min_p`, `ignore_eos` (as vLLM accepts them,
-e.g. through the `openai` client's `extra_body`) and `reasoning`, the strategy that answers it.
-Unknown fields are ignored, as OpenAI-compatible servers commonly do.
+Field names and shapes follow OpenAI's chat completions, completions and models endpoints, and
+vLLM's `/tokenize`, `/detokenize` and `/tokenizer_info`. Beyond OpenAI's fields a request may
+carry `top_k`, `min_p`, `ignore_eos` (as vLLM accepts them, e.g. through the `openai` client's
+`extra_body`) and `reasoning`, the strategy that answers it. OpenAI fields this server does not
+implement (tools, logit_bias, JSON response formats, ...) are declared here so that a request
+using them gets a 400 naming the field (`serve/unsupported.py`) instead of being silently
+ignored; fields OpenAI does not have are ignored, as OpenAI-compatible servers commonly do.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ class _SamplingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(max_length=256)
-    max_tokens: int | None = Field(None, ge=1, le=INT64)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
@@ -52,6 +54,15 @@ class _SamplingRequest(BaseModel):
     min_p: float | None = Field(None, ge=0, le=1)
     ignore_eos: bool = False
     reasoning: ReasoningOptions | None = None
+    logit_bias: dict[str, float] | None = None
+    """Not supported: a non-empty map is a 400."""
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+    """Only `text` is supported (JSON modes would need constrained decoding): others are a 400."""
 
 
 class TextPart(BaseModel):
@@ -67,15 +78,39 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT64)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    """With logprobs: the most likely tokens at each position (0-20)."""
     max_completion_tokens: int | None = Field(None, ge=1, le=INT64)
+    response_format: ResponseFormat | None = None
+    # Not supported (a 400 naming the field when set to anything that would have an effect):
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    store: bool | None = None
 
 
 class CompletionRequest(_SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(None, ge=0, le=INT64)
+    """0 generates nothing: with echo, the prompt is returned (and scored, with logprobs)."""
     logprobs: int | None = Field(None, ge=0, le=5)
+    """The chosen tokens' log-probabilities and this many most likely alternatives (0-5)."""
     echo: bool | None = False
+    """Return the prompt before the completion (with logprobs: its tokens' log-probabilities,
+    the first token's null)."""
+    suffix: str | None = None
+    """Not supported (a non-empty suffix is a 400)."""
+    best_of: int | None = Field(None, ge=1, le=128)
+    """Only best_of equal to n (or 1) is supported."""
 
 
 # --- responses --------------------------------------------------------------------------------
@@ -169,8 +204,9 @@ class ChatCompletionChunk(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]] | None = None
+    token_logprobs: list[float | None]
+    """The first prompt token of an echo has none (null)."""
+    top_logprobs: list[dict[str, float] | None] | None = None
     text_offset: list[int]
 
 
@@ -230,3 +266,61 @@ class Health(BaseModel):
     steps: int
     tokens: int
     """Engine steps run and tokens generated since start."""
+
+
+# --- tokenizer and server endpoints (vLLM's shapes) ------------------------------------------
+
+
+class TokenizeRequest(BaseModel):
+    """Text (`prompt`) or a conversation (`messages`, in the chat template) to token ids."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, max_length=256)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_special_tokens: bool = True
+    """prompt: put <|bos|> first, as the completions endpoint does with text prompts."""
+    add_generation_prompt: bool = True
+    """messages: end with the assistant's turn marker, as the chat endpoint does."""
+    return_token_strs: bool = False
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, max_length=256)
+    tokens: list[int] = Field(max_length=1_000_000)
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class TokenizerInfo(BaseModel):
+    """What a client needs to tokenize as the server does (lm-eval's remote tokenizer)."""
+
+    tokenizer_class: str = "lmlab"
+    bos_token: str
+    eos_token: str
+    pad_token: str
+    bos_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    vocab_size: int
+    model_max_length: int
+    chat_template: str
+
+
+class Version(BaseModel):
+    version: str
+    """lmlab's version."""
+    torch: str
+    python: str

@@ -13,6 +13,11 @@ in an incomplete UTF-8 character, is held back, so the deltas of a sample join t
 final `Completion.text`. Byte-fallback tokens (`<0xHH>`, char tokenizers) are held back until
 the run of them ends too: the decoder turns a whole run into text or, if the run is not valid
 UTF-8, into one U+FFFD per byte, so a later byte can change the text of earlier ones.
+
+With logprobs, each delta also carries the tokens generated since the previous one (a final
+stop token excepted, as in the non-streamed answer), so a stream's pieces join to exactly the
+non-streamed logprobs too; a piece's tokens need not spell its text, which may be held back.
+A job that scores its prompts reports each prompt's logprobs once its prefill has run.
 """
 
 from __future__ import annotations
@@ -25,15 +30,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmlab.infer.engine import Completion, Engine, GenerationError, Request, SamplingParams
+from lmlab.infer.engine import (
+    Completion,
+    Engine,
+    GenerationError,
+    Request,
+    SamplingParams,
+    TopLogprobs,
+)
+from lmlab.serve.logprobs import width
 
 log = logging.getLogger(__name__)
 
 Event = tuple[str, Any, Any]
-"""("delta", choice, text) | ("finish", choice, reason) | ("done", completions, None) |
-("error", message, http_status) | ("cancelled", None, None)."""
+"""("prompt", prompt index, Request) | ("delta", choice, Piece) | ("finish", choice, reason) |
+("done", completions, None) | ("error", message, http_status) | ("cancelled", None, None)."""
 
 FINAL = ("done", "error", "cancelled")
+
+
+@dataclass
+class Piece:
+    """One streamed delta of a choice: new text, and with logprobs the tokens since the last."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[TopLogprobs] | None = None
+    offset: int = 0
+    """Characters of the choice's earlier tokens (`text_offset` of this piece's first token)."""
 
 
 @dataclass(eq=False)
@@ -49,6 +74,12 @@ class Job:
     requests: list[Request] = field(default_factory=list)
     sent: dict[int, int] = field(default_factory=dict)
     """Characters already reported per choice."""
+    tokens_sent: dict[int, int] = field(default_factory=dict)
+    """Tokens whose logprobs were reported per choice."""
+    widths: dict[int, int] = field(default_factory=dict)
+    """Characters of those tokens' texts per choice."""
+    scored: set[int] = field(default_factory=set)
+    """Prompts whose logprobs were reported."""
     closed: set[int] = field(default_factory=set)
     """Choices whose finish was reported."""
 
@@ -63,6 +94,9 @@ class EngineWorker:
         self._thread = threading.Thread(target=self._run, name="lmlab-engine", daemon=True)
         self.steps = 0
         self.tokens = 0
+        """Tokens generated (finished, cancelled and failed jobs)."""
+        self.prompt_tokens = 0
+        """Prompt tokens prefilled (every admitted prompt, once)."""
 
     # --- any thread -------------------------------------------------------------------------
 
@@ -154,6 +188,7 @@ class EngineWorker:
         self._jobs.remove(job)
         for r in job.requests:
             self.engine.cancel(r)
+        self._count(job)
         self._send(job, [event])
 
     def _fail(self, job: Job, e: Exception) -> None:
@@ -162,6 +197,7 @@ class EngineWorker:
         for r in job.requests:
             with contextlib.suppress(Exception):
                 self.engine.cancel(r)
+        self._count(job)
         self._send(job, [("error", f"internal engine error: {type(e).__name__}: {e}", 500)])
 
     def _report(self, job: Job) -> None:
@@ -169,14 +205,20 @@ class EngineWorker:
         events: list[Event] = []
         if job.stream:
             for p, req in enumerate(job.requests):
+                if req.prompt_logprobs is not None and p not in job.scored:
+                    events.append(("prompt", p, req))
+                    job.scored.add(p)
                 for seq in req.seqs:
                     choice = p * job.params.n + seq.index
                     if choice in job.closed:
                         continue
                     sent = job.sent.get(choice, 0)
                     text = self.engine.settled_text(seq)
-                    if len(text) > sent:
-                        events.append(("delta", choice, text[sent:]))
+                    piece = Piece(text[sent:])
+                    if job.params.logprobs:
+                        self._tokens(job, choice, seq, piece)
+                    if piece.text or piece.token_ids:
+                        events.append(("delta", choice, piece))
                         job.sent[choice] = len(text)
                     if seq.finish_reason is not None:
                         events.append(("finish", choice, seq.finish_reason))
@@ -184,10 +226,34 @@ class EngineWorker:
         if all(r.finished for r in job.requests):
             self._jobs.remove(job)
             done = [c for r in job.requests for c in r.completions(tok)]
-            self.tokens += sum(len(c.token_ids) for c in done)
+            self._count(job)
             events.append(("done", done, None))
         if events:
             self._send(job, events)
+
+    def _count(self, job: Job) -> None:
+        """Add an ended job's tokens to the counters (prompts only if they were prefilled)."""
+        for r in job.requests:
+            if any(s.slot >= 0 for s in r.seqs):
+                self.prompt_tokens += len(r.prompt)
+            self.tokens += sum(len(s.token_ids) for s in r.seqs)
+
+    def _tokens(self, job: Job, choice: int, seq: Any, piece: Piece) -> None:
+        """Put the choice's tokens not yet reported into `piece` (all generated so far, less a
+        final stop token, which the answer's logprobs leave out too)."""
+        lo = job.tokens_sent.get(choice, 0)
+        hi = len(seq.token_ids)
+        if seq.finish_reason == "stop" and seq.stop_at is None:  # ended by a stop token
+            hi -= 1
+        if hi <= lo:
+            return
+        piece.token_ids = seq.token_ids[lo:hi]
+        piece.logprobs = seq.logprobs[lo:hi]
+        if job.params.top_logprobs:
+            piece.top_logprobs = seq.top_logprobs[lo:hi]
+        piece.offset = job.widths.get(choice, 0)
+        job.widths[choice] = piece.offset + width(self.engine.tokenizer, piece.token_ids)
+        job.tokens_sent[choice] = hi
 
     @staticmethod
     def _send(job: Job, events: list[Event]) -> None:

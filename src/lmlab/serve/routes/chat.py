@@ -10,10 +10,12 @@ from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 
 from lmlab.data.tokenizer import Tokenizer
-from lmlab.infer.engine import Completion, SamplingParams
+from lmlab.infer.engine import Completion, Request
 from lmlab.serve import schemas as S
 from lmlab.serve.generation import Head, Service, reported
-from lmlab.serve.params import chat_request
+from lmlab.serve.logprobs import chat_logprobs
+from lmlab.serve.params import Prepared, chat_request
+from lmlab.serve.worker import Piece
 
 
 class ChatFormat:
@@ -25,14 +27,17 @@ class ChatFormat:
         self.tok = tok
 
     def result(
-        self, head: Head, done: list[Completion], params: SamplingParams, usage: S.Usage
+        self, head: Head, done: list[Completion], prep: Prepared, usage: S.Usage
     ) -> S.ChatCompletion:
+        params = prep.params
         choices = [
             S.ChatChoice(
                 index=i,
                 message=S.AssistantMessage(content=c.text),
                 finish_reason=c.finish_reason,
-                logprobs=S.ChoiceLogprobs(content=self.logprobs(c, params))
+                logprobs=S.ChoiceLogprobs(
+                    content=chat_logprobs(self.tok, *reported(c, params, self.tok.end_id))
+                )
                 if params.logprobs
                 else None,
             )
@@ -82,8 +87,20 @@ class ChatFormat:
         start = S.Delta(role="assistant", content="")
         return [self.chunk(head, [S.ChatChunkChoice(index=i, delta=start) for i in range(n)])]
 
-    def delta(self, head: Head, index: int, text: str) -> S.ChatCompletionChunk:
-        return self.chunk(head, [S.ChatChunkChoice(index=index, delta=S.Delta(content=text))])
+    def echo(
+        self, head: Head, prep: Prepared, prompt: int, req: Request
+    ) -> list[S.ChatCompletionChunk]:
+        return []
+
+    def delta(self, head: Head, index: int, piece: Piece, prep: Prepared) -> S.ChatCompletionChunk:
+        logprobs = None
+        if prep.params.logprobs:
+            content = chat_logprobs(self.tok, piece.token_ids, piece.logprobs, piece.top_logprobs)
+            logprobs = S.ChoiceLogprobs(content=content)
+        choice = S.ChatChunkChoice(
+            index=index, delta=S.Delta(content=piece.text), logprobs=logprobs
+        )
+        return self.chunk(head, [choice])
 
     def finish(self, head: Head, index: int, reason: str) -> S.ChatCompletionChunk:
         choice = S.ChatChunkChoice(index=index, delta=S.Delta(), finish_reason=reason)
@@ -97,15 +114,6 @@ class ChatFormat:
         return S.ChatCompletionChunk(
             id=head.id, created=head.created, model=head.model, choices=choices, **kw
         )
-
-    def logprobs(self, c: Completion, params: SamplingParams) -> list[S.TokenLogprob]:
-        """Each reported token's text, logprob and UTF-8 bytes."""
-        ids, lps = reported(c, params, self.tok.end_id)
-        out = []
-        for t, lp in zip(ids, lps, strict=True):
-            s = self.tok.decode([t])
-            out.append(S.TokenLogprob(token=s, logprob=lp, bytes=list(s.encode())))
-        return out
 
 
 def router(service: Service) -> APIRouter:

@@ -1,6 +1,8 @@
 """`POST /v1/completions`: text completion of a string, strings or token ids, answered as
 OpenAI's `text_completion` or, streamed, as `text_completion` chunks (text deltas, one finish
-chunk per choice, `data: [DONE]`)."""
+chunk per choice, `data: [DONE]`). With `echo` each choice's text starts with its prompt (a
+stream sends it first, once the prompt is scored) and, with `logprobs`, its logprobs start
+with the prompt's tokens (the first one null)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 
 from lmlab.data.tokenizer import Tokenizer
-from lmlab.infer.engine import Completion, SamplingParams
+from lmlab.infer.engine import Completion, Request, TopLogprobs
 from lmlab.serve import schemas as S
 from lmlab.serve.generation import Head, Service, reported
-from lmlab.serve.params import completion_request
+from lmlab.serve.logprobs import completion_logprobs
+from lmlab.serve.params import Prepared, completion_request
+from lmlab.serve.worker import Piece
 
 
 class CompletionFormat:
@@ -25,18 +29,39 @@ class CompletionFormat:
         self.tok = tok
 
     def result(
-        self, head: Head, done: list[Completion], params: SamplingParams, usage: S.Usage
+        self, head: Head, done: list[Completion], prep: Prepared, usage: S.Usage
     ) -> S.TextCompletion:
-        choices = [
-            S.CompletionChoice(
-                index=i,
-                text=c.text,
-                finish_reason=c.finish_reason,
-                logprobs=self.logprobs(c, params) if params.logprobs else None,
+        choices = []
+        for i, c in enumerate(done):
+            p = i // prep.params.n
+            echo = prep.echo[p] if prep.echo is not None else ""
+            logprobs = None
+            if prep.params.logprobs:
+                ids, lps, top = reported(c, prep.params, self.tok.end_id)
+                if prep.echo is not None:
+                    ids, lps, top = self._prompt_then(prep.prompts[p], c, ids, lps, top)
+                logprobs = completion_logprobs(self.tok, ids, lps, top)
+            choices.append(
+                S.CompletionChoice(
+                    index=i, text=echo + c.text, finish_reason=c.finish_reason, logprobs=logprobs
+                )
             )
-            for i, c in enumerate(done)
-        ]
         return self.chunk(head, choices, usage=usage)
+
+    @staticmethod
+    def _prompt_then(
+        prompt: list[int],
+        c: Completion,
+        ids: list[int],
+        lps: list[float],
+        top: list[TopLogprobs] | None,
+    ) -> tuple[list[int], list[float | None], list[TopLogprobs | None] | None]:
+        """The prompt's tokens, logprobs (the first null) and alternatives, then the answer's."""
+        scores: list[float | None] = [None, *(c.prompt_logprobs or [])]
+        alts: list[TopLogprobs | None] | None = None
+        if top is not None:
+            alts = [None, *(c.prompt_top_logprobs or []), *top]
+        return [*prompt, *ids], [*scores, *lps], alts
 
     def reasoned(
         self, head: Head, reasoning: S.Reasoning, answer: str, usage: S.Usage
@@ -58,8 +83,42 @@ class CompletionFormat:
     def opening(self, head: Head, n: int) -> list[S.TextCompletion]:
         return []
 
-    def delta(self, head: Head, index: int, text: str) -> S.TextCompletion:
-        return self.chunk(head, [S.CompletionChoice(index=index, text=text, finish_reason=None)])
+    def echo(self, head: Head, prep: Prepared, prompt: int, req: Request) -> list[S.TextCompletion]:
+        assert prep.echo is not None and req.prompt_logprobs is not None
+        logprobs = None
+        if prep.params.logprobs:
+            top = None
+            if prep.params.top_logprobs:
+                top = [None, *(req.prompt_top_logprobs or [])]
+            scores: list[float | None] = [None, *req.prompt_logprobs]
+            logprobs = completion_logprobs(self.tok, req.prompt, scores, top)
+        n = prep.params.n
+        return [
+            self.chunk(
+                head,
+                [
+                    S.CompletionChoice(
+                        index=i, text=prep.echo[prompt], finish_reason=None, logprobs=logprobs
+                    )
+                ],
+            )
+            for i in range(prompt * n, prompt * n + n)
+        ]
+
+    def delta(self, head: Head, index: int, piece: Piece, prep: Prepared) -> S.TextCompletion:
+        logprobs = None
+        if prep.params.logprobs:
+            start = piece.offset
+            if prep.echo is not None:  # offsets count the echoed prompt's text too
+                start += len(prep.echo[index // prep.params.n])
+            top = piece.top_logprobs if prep.params.top_logprobs else None
+            logprobs = completion_logprobs(
+                self.tok, piece.token_ids, piece.logprobs, top, start=start
+            )
+        choice = S.CompletionChoice(
+            index=index, text=piece.text, finish_reason=None, logprobs=logprobs
+        )
+        return self.chunk(head, [choice])
 
     def finish(self, head: Head, index: int, reason: str) -> S.TextCompletion:
         return self.chunk(head, [S.CompletionChoice(index=index, text="", finish_reason=reason)])
@@ -72,16 +131,6 @@ class CompletionFormat:
         return S.TextCompletion(
             id=head.id, created=head.created, model=head.model, choices=choices, **kw
         )
-
-    def logprobs(self, c: Completion, params: SamplingParams) -> S.CompletionLogprobs:
-        """The reported tokens' texts, logprobs and character offsets in the completion."""
-        ids, lps = reported(c, params, self.tok.end_id)
-        tokens = [self.tok.decode([t]) for t in ids]
-        offsets, pos = [], 0
-        for s in tokens:
-            offsets.append(pos)
-            pos += len(s)
-        return S.CompletionLogprobs(tokens=tokens, token_logprobs=lps, text_offset=offsets)
 
 
 def router(service: Service) -> APIRouter:
