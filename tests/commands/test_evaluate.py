@@ -233,12 +233,6 @@ def test_lmlab_evaluate_writes_lm_eval_results(
         assert sample["resps"][0][0] == answer["choices"][0]["text"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the exported tokenizer adds no BOS when asked (add_special_tokens=True) unless "
-    "loaded with add_bos_token=True, as lm-eval's hf model loads it and local-completions "
-    "does not; the export's BOS post-processor (issue 22, item 1) makes the two agree",
-)
 def test_local_completions_with_bos_equals_lmlab_evaluate(
     export: Path, server: str, tasks_dir: Path
 ) -> None:

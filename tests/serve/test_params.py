@@ -88,7 +88,7 @@ def test_strategy_from_suffix_and_body(reference: Engine) -> None:
     [
         ({"prompt": "x", "n": 17}, "n", "invalid_value"),
         ({"prompt": "x", "stop": ["a", ""]}, "stop", "invalid_value"),
-        ({"prompt": "x", "stop": ["a"] * 5}, "stop", "invalid_value"),
+        ({"prompt": "x", "stop": ["a"] * 17}, "stop", "invalid_value"),
         ({"prompt": "x", "max_tokens": LIMIT + 1}, "max_tokens", "invalid_value"),
         ({"prompt": "x", "presence_penalty": 1}, "presence_penalty", "unsupported"),
         ({"prompt": "x", "frequency_penalty": -1}, "frequency_penalty", "unsupported"),

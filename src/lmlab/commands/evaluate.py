@@ -11,6 +11,7 @@ from typing import Annotated
 import tyro
 
 from lmlab.commands.common import check_writable, console
+from lmlab.commands.config_file import parse
 from lmlab.eval.lm_harness import HarnessConfig, evaluate_harness, lm_eval_module
 from lmlab.runs import CONFIG_FILE, write_atomic
 
@@ -28,7 +29,7 @@ class EvaluateArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(EvaluateArgs, args=argv, prog="lmlab evaluate")
+    args = parse(EvaluateArgs, argv, "lmlab evaluate")
     if not (args.run / CONFIG_FILE).is_file():
         raise ValueError(f"{args.run} is not an lmlab run (no {CONFIG_FILE})")
     out = args.out or args.run / "lm_eval.json"

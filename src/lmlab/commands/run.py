@@ -49,4 +49,3 @@ def run(argv: list[str]) -> None:
     cfg.seed = args.seed
     out = args.out or Path("runs") / args.preset
     run_lab(out, cfg, stages, show_progress=not args.quiet)
-

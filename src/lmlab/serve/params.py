@@ -30,6 +30,9 @@ STRATEGIES = ["direct", *(s for s in REASON_STRATEGIES if s != "direct")]
 MAX_PROMPTS = 64
 """Most prompts in one completions request."""
 
+MAX_STOP_STRINGS = 16
+"""More than OpenAI's 4: lm-eval adds the end-of-text string to every task's own stop list."""
+
 REQUEST_FIELD = {"max_new_tokens": "max_tokens"}
 """The request field of a `SamplingParams` field, where the names differ."""
 
@@ -220,8 +223,8 @@ def sampling_params(
             param,
         )
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    if stop is not None and len(stop) > 4:
-        raise _invalid(f"stop takes at most 4 strings, got {len(stop)}", "stop")
+    if stop is not None and len(stop) > MAX_STOP_STRINGS:
+        raise _invalid(f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(stop)}", "stop")
     params = SamplingParams(
         max_new_tokens=new,
         temperature=1.0 if body.temperature is None else body.temperature,

@@ -2,17 +2,20 @@
 own tokenization, so a client (lm-eval's `local-completions` with its remote tokenizer) can
 send token ids that mean exactly what the server's text prompts mean.
 
-`/tokenize` encodes a `prompt` as the completions endpoint does (with `add_special_tokens`,
-the default, <|bos|> first) or `messages` in the chat template as the chat endpoint does. Typed
-text never becomes a special token: "<|end|>" in a prompt is encoded as text, as everywhere in
-lmlab.
+`/tokenize` encodes a `prompt` as the completions endpoint does — with `add_special_tokens`
+(the default) as `AutoTokenizer(text)` on an export: BOS first, special tokens typed in the text
+read as control tokens; without it, the text as text — or `messages` in the chat template as the
+chat endpoint does (a message's text is always text). `/tokenizer_info` gives the tokenizer's
+own chat template: lmlab's, or an imported checkpoint's.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
-from lmlab.model.hf import CHAT_TEMPLATE
+from lmlab.data.tokenizer import CHAT_TEMPLATE
 from lmlab.serve import schemas as S
 from lmlab.serve.errors import APIError
 from lmlab.serve.generation import Service
@@ -75,7 +78,13 @@ def router(service: Service) -> APIRouter:
             pad_token_id=tok.pad_id,
             vocab_size=tok.vocab_size,
             model_max_length=engine.max_len,
-            chat_template=CHAT_TEMPLATE,
+            chat_template=_template(tok.config) or CHAT_TEMPLATE,
         )
 
     return routes
+
+
+def _template(config: dict[str, Any] | None) -> str | None:
+    """An imported checkpoint's chat template (None for lmlab's own tokenizers)."""
+    source = (config or {}).get("chat_template")
+    return source if isinstance(source, str) else None
