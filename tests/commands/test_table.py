@@ -17,7 +17,7 @@ from lmlab.cli import COMMANDS, command_module, main
 from tests.conftest import user_error
 
 SRC = Path(lmlab.commands.__file__).parent
-SHARED = {"__init__", "common", "flags"}  # helpers of several commands, not commands
+SHARED = {"__init__", "args", "common", "flags"}  # helpers of several commands, not commands
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import train_defaults
 from lmlab.config import TrainConfig
 from lmlab.train import dpo
@@ -33,7 +34,7 @@ class DPOArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(DPOArgs, args=argv, prog="lmlab dpo")
+    args = parse(DPOArgs, argv, "lmlab dpo")
     if args.resume is not None:
         dpo.resume(args.resume, show_progress=not args.quiet)
         return

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.experiments.config import LadderConfig
 from lmlab.experiments.emergence import run_ladder, sharpness_table
@@ -26,7 +27,7 @@ class EmergenceArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(EmergenceArgs, args=argv, prog="lmlab emergence")
+    args = parse(EmergenceArgs, argv, "lmlab emergence")
     result = run_ladder(args.ladder, args.out, not args.quiet, report=console.print)
     console.print(sharpness_table(result["summary"], args.ladder.ladder))
     console.print(f"wrote {args.out / 'emergence.json'} and {len(result['plots'])} plots")

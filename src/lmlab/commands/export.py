@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.model.hf import export_hf, hf_format
 from lmlab.model.load import load_run
@@ -29,7 +30,7 @@ class ExportArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(ExportArgs, args=argv, prog="lmlab export")
+    args = parse(ExportArgs, argv, "lmlab export")
     model, tok, _ = load_run(args.run)
     export_hf(model, tok, args.out, args.drop_selection_bias)  # type: ignore[arg-type]
     console.print(

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console, train_defaults
 from lmlab.config import GRPOConfig, TrainConfig
 from lmlab.train import grpo
@@ -30,7 +31,7 @@ class GRPOArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(GRPOArgs, args=argv, prog="lmlab grpo")
+    args = parse(GRPOArgs, argv, "lmlab grpo")
     if args.resume is not None:
         result = grpo.resume(args.resume, show_progress=not args.quiet)
     else:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.model.hf import import_hf
 
@@ -24,6 +25,6 @@ class ImportArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(ImportArgs, args=argv, prog="lmlab import")
+    args = parse(ImportArgs, argv, "lmlab import")
     import_hf(args.src, args.out)
     console.print(f"wrote run {args.out} (try: lmlab generate {args.out} --prompt ...)")

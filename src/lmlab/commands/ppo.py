@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import train_defaults
 from lmlab.config import PPOConfig, TrainConfig
 from lmlab.train import ppo
@@ -33,7 +34,7 @@ class PPOArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(PPOArgs, args=argv, prog="lmlab ppo")
+    args = parse(PPOArgs, argv, "lmlab ppo")
     if args.resume is not None:
         ppo.resume(args.resume, show_progress=not args.quiet)
         return

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_NEW_TOKENS, MAX_PROBLEMS, MAX_SAMPLES, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.config import task_list
 from lmlab.data.prefs import DEFAULT_MARGIN
@@ -46,7 +48,10 @@ class PrefsArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(PrefsArgs, args=argv, prog="lmlab prefs")
+    args = parse(PrefsArgs, argv, "lmlab prefs")
+    check_count("--n-prompts", args.n_prompts, MAX_PROBLEMS)
+    check_count("--k", args.k, MAX_SAMPLES, low=2)
+    check_count("--max-new-tokens", args.max_new_tokens, MAX_NEW_TOKENS)
     if args.annotator != "world":
         raise ValueError(
             f"unknown annotator {args.annotator!r}: use world here, `lmlab label` for a person"

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import preset_name
 from lmlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, preset
 from lmlab.runs import CONFIG_FILE
@@ -39,12 +40,12 @@ def parse_args(argv: list[str]) -> PretrainArgs:
     name = preset_name(argv)
     base = preset(name)
     default = PretrainArgs(model=base.model, train=base.train, data=base.data, preset=name)
-    args = tyro.cli(PretrainArgs, default=default, args=argv, prog="lmlab pretrain")
+    args = parse(PretrainArgs, argv, "lmlab pretrain", default=default)
     if args.resume is None or not (args.resume / CONFIG_FILE).is_file():
         return args  # nothing to resume: `pretrain` says so in one line
     saved = RunConfig.load(args.resume / CONFIG_FILE)
     default = dataclasses.replace(default, model=saved.model, train=saved.train, data=saved.data)
-    return tyro.cli(PretrainArgs, default=default, args=argv, prog="lmlab pretrain")
+    return parse(PretrainArgs, argv, "lmlab pretrain", default=default)
 
 
 def run(argv: list[str]) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.lab.pipeline import LAB_FILE
 from lmlab.lab.report import rebuild
 
@@ -21,7 +22,7 @@ class ReportArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(ReportArgs, args=argv, prog="lmlab report")
+    args = parse(ReportArgs, argv, "lmlab report")
     if not (args.run / LAB_FILE).is_file():
         raise ValueError(f"{args.run} is not a lab run (no {LAB_FILE})")
     md, page = rebuild(args.run)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_PROBLEMS, MAX_SAMPLES, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.config import PPOConfig
 from lmlab.experiments.overopt import run_overopt
@@ -46,7 +48,10 @@ def run(argv: list[str]) -> None:
         return
     if not argv or argv[0] != "overopt":
         raise ValueError(USAGE)
-    args = tyro.cli(OveroptArgs, args=argv[1:], prog="lmlab rlhf overopt")
+    args = parse(OveroptArgs, argv[1:], "lmlab rlhf overopt")
+    check_count("--n-pref-prompts", args.n_pref_prompts, MAX_PROBLEMS)
+    check_count("--bon-prompts", args.bon_prompts, MAX_PROBLEMS)
+    check_count("--bon-max", args.bon_max, MAX_SAMPLES)
     summary = run_overopt(
         args.run,
         args.out,

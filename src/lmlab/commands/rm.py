@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console, train_defaults
 from lmlab.config import TrainConfig
 from lmlab.train import reward
@@ -33,7 +34,7 @@ class RewardArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(RewardArgs, args=argv, prog="lmlab rm")
+    args = parse(RewardArgs, argv, "lmlab rm")
     if args.resume is not None:
         result = reward.resume(args.resume, show_progress=not args.quiet)
     else:

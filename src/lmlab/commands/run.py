@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.lab.config import PRESETS, preset
 from lmlab.lab.pipeline import run_lab
 from lmlab.lab.steps import STEP_NAMES
@@ -34,7 +35,7 @@ class RunArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(RunArgs, args=argv, prog="lmlab run")
+    args = parse(RunArgs, argv, "lmlab run")
     stages = (
         [s.strip() for part in args.stages for s in part.split(",") if s.strip()]
         if args.stages

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_SLOTS, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.infer import Engine, SamplingParams
 
@@ -33,8 +35,8 @@ class SampleArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(SampleArgs, args=argv, prog="lmlab sample")
-    engine = Engine.from_checkpoint(args.run)
+    args = parse(SampleArgs, argv, "lmlab sample")
+    check_count("--n", args.n, MAX_SLOTS)  # n samples take n engine slots
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -42,6 +44,8 @@ def run(argv: list[str]) -> None:
         n=args.n,
         seed=args.seed,
     )
+    params.validate(vocab_size=1 << 62, max_batch=args.n)  # fail before loading
+    engine = Engine.from_checkpoint(args.run, max_batch=args.n)
     for i, out in enumerate(engine.generate([args.prompt], params)[0]):
         console.rule(f"sample {i + 1}")
         console.print(args.prompt + out.text, markup=False, highlight=False)

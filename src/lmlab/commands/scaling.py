@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from lmlab.bounds import MAX_REFITS, MAX_WORKERS, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.experiments.sweep import run_sweep
 from lmlab.scaling.config import PlanConfig
@@ -96,7 +98,7 @@ class ScalingPredictArgs:
 
 
 def plan_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingPlanArgs, args=argv, prog="lmlab scaling plan")
+    args = parse(ScalingPlanArgs, argv, "lmlab scaling plan")
     args.plan.validate()
     sweep = make_plan(args.plan, resolve_corpus(args.plan))
     path = write_plan(sweep, args.out)
@@ -104,15 +106,24 @@ def plan_verb(argv: list[str]) -> None:
     console.print(plan_estimate(sweep))
 
 
+def _check_refits(bootstrap: int, starts: int) -> None:
+    check_count("--bootstrap", bootstrap, MAX_REFITS, low=0)
+    check_count("--starts", starts, MAX_REFITS)
+
+
 def run_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingRunArgs, args=argv, prog="lmlab scaling run")
+    args = parse(ScalingRunArgs, argv, "lmlab scaling run")
+    check_count("--workers", args.workers, MAX_WORKERS)
+    if args.threads is not None:
+        check_count("--threads", args.threads, MAX_WORKERS)
     rows = run_sweep(args.sweep, args.workers, args.threads, report=console.print)
     console.print(runs_table(rows, args.sweep))
     console.print(f"{len(rows)} finished runs in {args.sweep / 'points.csv'}")
 
 
 def fit_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingFitArgs, args=argv, prog="lmlab scaling fit")
+    args = parse(ScalingFitArgs, argv, "lmlab scaling fit")
+    _check_refits(args.bootstrap, args.starts)
     result, _, _ = fit_source(
         args.src, args.out, args.count, args.bootstrap, args.seed, args.plots, args.starts
     )
@@ -127,7 +138,8 @@ def fit_verb(argv: list[str]) -> None:
 
 
 def predict_verb(argv: list[str]) -> None:
-    args = tyro.cli(ScalingPredictArgs, args=argv, prog="lmlab scaling predict")
+    args = parse(ScalingPredictArgs, argv, "lmlab scaling predict")
+    _check_refits(args.bootstrap, args.starts)
     if args.inference_tokens < 0:
         raise ValueError("--inference-tokens must be >= 0")
     if args.out is not None and not args.src.is_dir():

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.common import console
+from lmlab.bounds import MAX_DECODE_STEPS, MAX_PORT, MAX_SLOTS, check_count
+from lmlab.commands.args import parse
+from lmlab.commands.common import check_device, console
 from lmlab.infer import Engine
 from lmlab.serve.config import ServeConfig
 
@@ -58,20 +60,18 @@ class ServeArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(ServeArgs, args=argv, prog="lmlab serve")
+    args = parse(ServeArgs, argv, "lmlab serve")
     if MISSING_EXTRA is not None:
         raise ValueError(
             f"lmlab serve needs the serve extra ({MISSING_EXTRA} is missing): "
             "pip install 'lmlab[serve]'"
         )
     eng = args.engine
-    for flag, value, low in (
-        ("--max-batch", eng.max_batch, 1),
-        ("--port", args.port, 0),
-        ("--decode-steps", 1 if eng.decode_steps is None else eng.decode_steps, 1),
-    ):
-        if value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    check_count("--max-batch", eng.max_batch, MAX_SLOTS)
+    check_count("--port", args.port, MAX_PORT, low=0)
+    if eng.decode_steps is not None:
+        check_count("--decode-steps", eng.decode_steps, MAX_DECODE_STEPS)
+    check_device(eng.device)
     cfg = dataclasses.replace(
         args.serve,
         name=args.serve.name or args.run.resolve().name,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.config import SFTConfig, TrainConfig, sft_train_config
 from lmlab.train import sft
 
@@ -29,7 +30,7 @@ class SFTArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(SFTArgs, args=argv, prog="lmlab sft")
+    args = parse(SFTArgs, argv, "lmlab sft")
     if args.resume is not None:
         sft.resume(args.resume, show_progress=not args.quiet)
         return

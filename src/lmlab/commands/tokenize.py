@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
-
+from lmlab.bounds import MAX_VOCAB, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.config import DataConfig, ModelConfig, RunConfig
 from lmlab.data.corpora import load_corpus
@@ -33,7 +33,8 @@ class TokenizeArgs:
 
 
 def run(argv: list[str]) -> None:
-    args = tyro.cli(TokenizeArgs, args=argv, prog="lmlab tokenize")
+    args = parse(TokenizeArgs, argv, "lmlab tokenize")
+    check_count("--vocab-size", args.vocab_size, MAX_VOCAB)
     cfg = RunConfig(
         model=ModelConfig(vocab_size=args.vocab_size),
         data=DataConfig(args.corpus, args.tokenizer, args.text_field, args.val_fraction),

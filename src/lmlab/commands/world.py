@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import tyro
 from rich.table import Table
 
+from lmlab.bounds import MAX_PROBLEMS, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.commands.flags import knob_flags
 from lmlab.data import world
@@ -53,7 +55,8 @@ def run(argv: list[str]) -> None:
             table.add_row(*row)
         console.print(table)
         return
-    args = tyro.cli(WorldSampleArgs, args=argv[1:], prog="lmlab world sample")
+    args = parse(WorldSampleArgs, argv[1:], "lmlab world sample")
+    check_count("--n", args.n, MAX_PROBLEMS)
     given = {k: v for k, v in dataclasses.asdict(args.knobs).items() if v is not None}
     spec = args.task + "".join(f":{k}={v}" for k, v in given.items())
     name, knobs = world.parse_task(spec)
