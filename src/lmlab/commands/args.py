@@ -10,6 +10,8 @@ suggestion ("perhaps you meant --train.max-steps"). Then, before any command doe
   as `lr <= 0` lets it through and it poisons whatever it touches; infinity is no setting of
   any flag here either;
 - no integer flag may be negative, except seeds;
+- an output path (`--out`, `--plot`, `--png`) must not lie under a plain file (its folders
+  could never be made: failing there after the work would lose the work);
 - every settings group the command takes (model, train, sft, ppo, serve, ...) runs its own
   `validate()`, and its sizes are checked against `lmlab.bounds` (`GROUP_CHECKS`).
 
@@ -30,6 +32,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import tyro
@@ -51,6 +54,9 @@ from lmlab.experiments.config import LadderConfig
 from lmlab.scaling.config import PlanConfig
 
 T = TypeVar("T")
+
+OUTPUTS = ("out", "plot", "png")
+"""Fields that name a path a command writes."""
 
 
 class UsageError(ValueError):
@@ -178,6 +184,10 @@ def check_args(args: object) -> None:
             and not f.path[-1].endswith("seed")
         ):
             raise UsageError(f"{f.flag} must be >= 0, got {value}")
+        if isinstance(value, Path) and f.path[-1] in OUTPUTS:
+            blocked = next((p for p in value.parents if p.exists() and not p.is_dir()), None)
+            if blocked is not None:
+                raise UsageError(f"{f.flag} {value}: {blocked} is a file, not a folder")
     for f in fields:
         group = _value(args, f.path)
         if not dataclasses.is_dataclass(f.type) or group is None:

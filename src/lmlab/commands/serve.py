@@ -20,6 +20,7 @@ try:  # the serve extra is optional: `lmlab serve --help` and the flag checks wo
     import uvicorn
 
     from lmlab.serve.app import create_app
+    from lmlab.serve.limits import server_options
 
     MISSING_EXTRA: str | None = None
 except ImportError as e:
@@ -91,4 +92,5 @@ def run(argv: list[str]) -> None:
     url = f"http://{args.host}:{args.port}"
     key = " (API key required)" if cfg.api_key else ""
     console.print(f"serving {args.run} as model {cfg.name!r}: chat page {url}/, API {url}/v1{key}")
-    uvicorn.run(create_app(engine, cfg), host=args.host, port=args.port, log_level="info")
+    app = create_app(engine, cfg)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **server_options())
