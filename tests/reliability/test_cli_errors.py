@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lmlab.cli import main
+from lmlab.cli import COMMANDS, main
 
 CASES: list[tuple[str, str, str]] = [
     # (argv with {placeholders}, category, a fragment the error line must hold)
@@ -199,7 +199,5 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
 
 
 def test_every_command_is_in_the_table() -> None:
-    from lmlab.cli import COMMANDS
-
     tried = {c[0].split()[0] for c in CASES if c[0]}
     assert set(COMMANDS) <= tried, set(COMMANDS) - tried

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from lmlab.bounds import MAX_DEPTH, MAX_NEW_TOKENS, MAX_SAMPLES, check_count, check_number
+from lmlab import bounds
+from lmlab.bounds import MAX_DEPTH, MAX_NEW_TOKENS, MAX_SAMPLES
 from lmlab.data import world
 from lmlab.data.world import ANSWER_PREFIX, Problem
 from lmlab.infer.engine import Completion, SamplingParams
@@ -146,7 +147,7 @@ class _Common:
         _check_task(self.task)
         _budget_ok(self.budget)
         if self.max_new_tokens is not None:
-            check_count("max_new_tokens", self.max_new_tokens, MAX_NEW_TOKENS)
+            _count("max_new_tokens", self.max_new_tokens, MAX_NEW_TOKENS)
 
     def _len(self, engine: EngineLike, cot: bool) -> int:
         return self.max_new_tokens or length_budget(
@@ -238,7 +239,7 @@ class FewShotCoT(_Common):
 
     def _validate(self) -> None:
         super()._validate()
-        check_count("shots", self.shots, MAX_SAMPLES)
+        _count("shots", self.shots, MAX_SAMPLES)
 
     def run(self, engine: EngineLike, questions: Sequence[Question]) -> list[Result]:
         self._validate()
@@ -298,8 +299,8 @@ class SelfConsistency(_Common):
 
     def _validate(self) -> None:
         super()._validate()
-        check_count("k", self.k, MAX_SAMPLES)
-        if not check_number("temperature", self.temperature) > 0:
+        _count("k", self.k, MAX_SAMPLES)
+        if not _number("temperature", self.temperature) > 0:
             raise ReasonError(
                 f"self-consistency samples need temperature > 0, got {self.temperature}"
             )
@@ -342,7 +343,23 @@ def _counts_ok(**counts: Any) -> None:
     """Sample counts (k, breadth, evaluator replies) within `bounds.MAX_SAMPLES`: each is a
     number of sequences one request may ask the engine for at once."""
     for name, value in counts.items():
-        check_count(name, value, MAX_SAMPLES)
+        _count(name, value, MAX_SAMPLES)
+
+
+def _count(name: str, value: Any, high: int) -> int:
+    """`bounds.check_count`, failing as every bad setting of a strategy does: a ReasonError."""
+    try:
+        return bounds.check_count(name, value, high)
+    except bounds.BoundsError as e:
+        raise ReasonError(str(e)) from None
+
+
+def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+    """`bounds.check_number`, failing with a ReasonError."""
+    try:
+        return bounds.check_number(name, value, low, high)
+    except bounds.BoundsError as e:
+        raise ReasonError(str(e)) from None
 
 
 @dataclass
@@ -388,10 +405,10 @@ class TreeOfThoughts(_Common):
             if value not in options:
                 raise ReasonError(f"unknown {what} {value!r}; choose from {', '.join(options)}")
         if self.max_depth is not None:
-            check_count("max_depth", self.max_depth, MAX_DEPTH)
-        check_count("eval_tokens", self.eval_tokens, MAX_NEW_TOKENS)
-        check_number("temperature", self.temperature, low=0)
-        check_number("threshold", self.threshold)
+            _count("max_depth", self.max_depth, MAX_DEPTH)
+        _count("eval_tokens", self.eval_tokens, MAX_NEW_TOKENS)
+        _number("temperature", self.temperature, low=0)
+        _number("threshold", self.threshold)
 
     def shape(self, engine: EngineLike) -> tuple[int, int]:
         """(tokens per thought, most lines): from the task's train-split solutions."""
@@ -520,11 +537,11 @@ class Adaptive(_Common):
             n_evaluate=self.n_evaluate,
             n_vote=self.n_vote,
         )
-        if not 0 < check_number("agree", self.agree) <= 1:
+        if not 0 < _number("agree", self.agree) <= 1:
             raise ReasonError(f"agree must be in (0, 1], got {self.agree}")
-        check_number("temperature", self.temperature, low=0)
-        check_number("direct_threshold", self.direct_threshold, 0, 1)
-        check_number("cot_threshold", self.cot_threshold, 0, 1)
+        _number("temperature", self.temperature, low=0)
+        _number("direct_threshold", self.direct_threshold, 0, 1)
+        _number("cot_threshold", self.cot_threshold, 0, 1)
         if self.evaluator is not None and self.evaluator not in EVALUATORS:
             raise ReasonError(
                 f"unknown evaluator {self.evaluator!r}; choose from {', '.join(EVALUATORS)}"
