@@ -4,7 +4,7 @@ Each subcommand is a module under `lmlab/commands/` holding its typed argument d
 (turned into `--group.field value` flags by `tyro`) and `run(argv)`. Modules are imported only
 when their command runs, so `lmlab --help` starts fast. User errors (bad input, missing files,
 an occupied run directory) print one `error: ...` line and exit with code 2; nothing is
-overwritten. A flag the parser rejects is such an error too (`commands.common.parse` turns
+overwritten. A flag the parser rejects is such an error too (`commands.args.parse` turns
 tyro's error box into one line that keeps its suggestion). Ctrl-C exits with 130.
 """
 
