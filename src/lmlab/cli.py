@@ -4,11 +4,13 @@ Each subcommand is a module under `lmlab/commands/` holding its typed argument d
 (turned into `--group.field value` flags by `tyro`) and `run(argv)`. Modules are imported only
 when their command runs, so `lmlab --help` starts fast. User errors (bad input, missing files,
 an occupied run directory) print one `error: ...` line and exit with code 2; nothing is
-overwritten. Ctrl-C exits with 130.
+overwritten. A flag the parser rejects is such an error too (`commands.args.parse` turns
+tyro's error box into one line that keeps its suggestion). Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -42,9 +44,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "rebuild the report card of a lab run (lmlab run)"),
 }
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
-"""What a user can cause (bad flags, files, settings): one line, exit code 2. Anything else is
-a bug and keeps its traceback."""
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+"""What a user can cause (bad flags, files, settings, a path through a plain file): one line,
+exit code 2. Anything else is a bug and keeps its traceback."""
 
 
 def usage() -> str:
@@ -67,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        if not argv:
+            print("error: no command given (lmlab --help lists them)", file=sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}\n{usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"perhaps you meant {close[0]!r}; " if close else ""
+        print(f"error: unknown command {name!r} ({hint}lmlab --help lists them)", file=sys.stderr)
         return 2
     try:
         importlib.import_module(command_module(name)).run(rest)

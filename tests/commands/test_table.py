@@ -17,7 +17,7 @@ from lmlab.cli import COMMANDS, command_module, main
 from tests.conftest import user_error
 
 SRC = Path(lmlab.commands.__file__).parent
-SHARED = {"__init__", "common", "config_file", "flags"}  # helpers of commands, not commands
+SHARED = {"__init__", "args", "common", "config_file", "flags"}  # helpers, not commands
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

@@ -146,7 +146,7 @@ def test_multi_step_decoding_equals_single_steps(model: Transformer, tok: Tokeni
             torch.testing.assert_close(c.logprobs, w.logprobs, rtol=0, atol=1e-6)
         if batch is batches[0]:
             assert want[0].finish_reason == "stop" and len(want[0].token_ids) == at + 1
-    with pytest.raises(GenerationError, match="decode_steps must be >= 1"):
+    with pytest.raises(GenerationError, match=r"decode_steps must be in \[1, 64\]"):
         Engine(model, tok, decode_steps=0)
 
 

@@ -60,7 +60,7 @@ def test_reason_tot_evaluator_flags(
     ("extra", "match"),
     [
         (["--strategy", "magic"], "unknown strategy"),
-        (["--strategy", "sc", "-k", "0"], "k (samples) must be"),
+        (["--strategy", "sc", "-k", "0"], "k must be in [1, 64]"),
         (["--strategy", "tot", "--breadth", "0"], "breadth must be"),
         (["--strategy", "tot", "--evaluator", "verifier"], "verifier"),
         (["--strategy", "tot", "--evaluator", "reward"], "--reward"),

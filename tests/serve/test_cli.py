@@ -77,9 +77,11 @@ def test_lmlab_serve_command(tiny_run: Path, compile_: bool) -> None:
 def test_lmlab_serve_bad_flags(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", str(tiny_run), "--max-batch", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: --max-batch must be >= 1, got 0"
+    assert err == "error: --max-batch must be in [1, 1024], got 0"
     assert main(["serve", str(tiny_run), "--decode-steps", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --decode-steps must be >= 1, got 0"
+    assert capsys.readouterr().err.strip() == "error: --decode-steps must be in [1, 64], got 0"
+    assert main(["serve", str(tiny_run), "--port", "70000"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --port must be in [0, 65535], got 70000"
     assert main(["serve", str(tiny_run), "--max-queue", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "error: --max-queue must be >= 0, got -1"
     assert main(["serve", str(tiny_run), "--timeout", "0"]) == 2

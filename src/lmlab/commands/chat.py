@@ -9,8 +9,9 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
+from lmlab.bounds import MAX_NEW_TOKENS, check_count
+from lmlab.commands.args import parse
+from lmlab.commands.common import check_device, console
 from lmlab.infer import Engine, SamplingParams
 
 
@@ -36,6 +37,8 @@ class ChatArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(ChatArgs, argv, "lmlab chat")
+    check_count("--max-new-tokens", args.max_new_tokens, MAX_NEW_TOKENS)
+    check_device(args.device)
     SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     ).validate(vocab_size=1 << 62, max_batch=1)

@@ -1,12 +1,14 @@
 """What several commands share: the console they print to, the loop defaults of the preference
-stages, the preset pre-parse and output-path checks (the argument parse itself, with
-`--config FILE`, is `lmlab.commands.config_file.parse`)."""
+stages, the preset pre-parse and the checks of flags that several commands read the same way
+(output paths, devices). The argument parse itself (with `--config FILE` and one-line errors) is
+`lmlab.commands.args.parse`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
 from lmlab.commands.config_file import config_path, read_settings
@@ -47,3 +49,22 @@ def check_writable(*paths: Path | None) -> None:
     for path in paths:
         if path is not None and not path.parent.is_dir():
             raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
+def check_device(spec: str, flag: str = "--device") -> str:
+    """`spec` if it names a device this machine has (cpu, cuda, cuda:N, mps), else a one-line
+    ValueError, before anything is loaded onto it."""
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{flag} {spec!r} is not a device; use cpu or cuda[:N]") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if (device.index or 0) >= count:
+            raise ValueError(f"{flag} {spec}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{flag} {spec}: MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise ValueError(f"{flag} {spec!r} is not supported; use cpu or cuda[:N]")
+    return spec

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.experiments.config import LadderConfig
 from lmlab.experiments.emergence import run_ladder, sharpness_table
 

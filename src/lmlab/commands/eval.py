@@ -10,8 +10,9 @@ from typing import Annotated, Literal
 
 import tyro
 
-from lmlab.commands.common import check_writable, console
-from lmlab.commands.config_file import parse
+from lmlab.bounds import MAX_NEW_TOKENS, MAX_PROBLEMS, MAX_SLOTS, check_count
+from lmlab.commands.args import parse
+from lmlab.commands.common import check_device, check_writable, console
 from lmlab.config import task_list
 from lmlab.eval.harness import check_strategy, evaluate, print_table
 from lmlab.eval.judge import win_rate
@@ -54,6 +55,11 @@ class EvalArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(EvalArgs, argv, "lmlab eval")
+    check_count("--n", args.n, MAX_PROBLEMS)
+    check_count("--batch-size", args.batch_size, MAX_SLOTS)
+    if args.max_new_tokens is not None:
+        check_count("--max-new-tokens", args.max_new_tokens, MAX_NEW_TOKENS)
+    check_device(args.device)
     check_strategy(args.strategy)
     tasks = task_list(args.tasks)
     check_writable(args.out)

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import check_writable, console
-from lmlab.commands.config_file import parse
 from lmlab.eval.lm_harness import HarnessConfig, evaluate_harness, lm_eval_module
 from lmlab.runs import CONFIG_FILE, write_atomic
 

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.model.hf import export_hf, hf_format
 from lmlab.model.load import load_run
 

@@ -10,8 +10,9 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
+from lmlab.bounds import MAX_SLOTS, check_count
+from lmlab.commands.args import parse
+from lmlab.commands.common import check_device, console
 from lmlab.infer import Engine, SamplingParams
 
 
@@ -47,6 +48,8 @@ class GenerateArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(GenerateArgs, argv, "lmlab generate")
+    check_count("--n", args.n, MAX_SLOTS)  # n samples take n engine slots
+    check_device(args.device)
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -58,8 +61,8 @@ def run(argv: list[str]) -> None:
         seed=args.seed,
         logprobs=args.json,
     )
-    params.validate(vocab_size=1 << 62, max_batch=max(args.n, 1))  # fail before loading
-    engine = Engine.from_checkpoint(args.run, args.device, max_batch=max(args.n, 1))
+    params.validate(vocab_size=1 << 62, max_batch=args.n)  # fail before loading
+    engine = Engine.from_checkpoint(args.run, args.device, max_batch=args.n)
     for i, out in enumerate(engine.generate([args.prompt], params)[0]):
         if args.json:
             print(json.dumps(dataclasses.asdict(out)))

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console, train_defaults
-from lmlab.commands.config_file import parse
 from lmlab.config import GRPOConfig, TrainConfig
 from lmlab.train import grpo
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.model.hf import import_hf
 
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import tyro
 from rich.table import Table
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import console, preset_name
-from lmlab.commands.config_file import parse
 from lmlab.config import ModelConfig, RunConfig, preset
 from lmlab.model.transformer import accounting_rows
 from lmlab.runs import CONFIG_FILE
@@ -32,6 +32,10 @@ def run(argv: list[str]) -> None:
     default = InfoArgs(model=preset(name).model, preset=name)
     args = parse(InfoArgs, argv, "lmlab info", default=default)
     if args.run is not None:
+        if args.model != default.model:
+            raise ValueError(
+                "--model.* flags describe a preset; a run is described by its own config"
+            )
         if not (args.run / CONFIG_FILE).is_file():
             raise ValueError(f"{args.run} is not an lmlab run (no {CONFIG_FILE})")
         mcfg, title = RunConfig.load(args.run / CONFIG_FILE).model, str(args.run)

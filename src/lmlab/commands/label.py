@@ -8,8 +8,9 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_NEW_TOKENS, MAX_PROBLEMS, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.config import task_list
 from lmlab.eval.annotate import label_session
 
@@ -34,6 +35,8 @@ class LabelArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(LabelArgs, argv, "lmlab label")
+    check_count("--n", args.n, MAX_PROBLEMS)
+    check_count("--max-new-tokens", args.max_new_tokens, MAX_NEW_TOKENS)
     counts = label_session(
         args.run, args.out, args.n, task_list(args.tasks), args.seed, args.max_new_tokens
     )

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_BATCH_SIZE, MAX_BATCHES, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.eval.routing import routing_table, run_routing_report
 from lmlab.model.moe import plot_load
 
@@ -32,6 +33,8 @@ class MoEStatsArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(MoEStatsArgs, argv, "lmlab moe-stats")
+    check_count("--batches", args.batches, MAX_BATCHES)
+    check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)
     report = run_routing_report(args.run, args.batches, args.batch_size)
     png = args.png or args.run / "moe_load.png"
     wrote = plot_load({args.run.name: report}, png)

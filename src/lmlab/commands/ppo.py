@@ -8,8 +8,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import train_defaults
-from lmlab.commands.config_file import parse
 from lmlab.config import PPOConfig, TrainConfig
 from lmlab.train import ppo
 

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_NEW_TOKENS, MAX_PROBLEMS, MAX_SAMPLES, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.config import task_list
 from lmlab.data.prefs import DEFAULT_MARGIN
 from lmlab.eval.annotate import generate_prefs
@@ -48,6 +49,9 @@ class PrefsArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(PrefsArgs, argv, "lmlab prefs")
+    check_count("--n-prompts", args.n_prompts, MAX_PROBLEMS)
+    check_count("--k", args.k, MAX_SAMPLES, low=2)
+    check_count("--max-new-tokens", args.max_new_tokens, MAX_NEW_TOKENS)
     if args.annotator != "world":
         raise ValueError(
             f"unknown annotator {args.annotator!r}: use world here, `lmlab label` for a person"

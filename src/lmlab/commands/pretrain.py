@@ -9,8 +9,8 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.commands.args import parse
 from lmlab.commands.common import preset_name
-from lmlab.commands.config_file import parse
 from lmlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, preset
 from lmlab.runs import CONFIG_FILE
 from lmlab.train.pretrain import pretrain

@@ -14,8 +14,9 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.common import check_writable, console
-from lmlab.commands.config_file import parse
+from lmlab.bounds import MAX_PROBLEMS, MAX_SLOTS, check_count
+from lmlab.commands.args import parse
+from lmlab.commands.common import check_device, check_writable, console
 from lmlab.commands.flags import knob_flags, strategy_flags
 from lmlab.data import world
 from lmlab.infer import Engine
@@ -74,8 +75,9 @@ def run(argv: list[str]) -> None:
     given = {k: v for k, v in dataclasses.asdict(args.knobs).items() if v is not None}
     spec = ":".join([args.task, *(f"{k}={v}" for k, v in given.items())])
     name, values = world.parse_task(spec)
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    check_count("--n", args.n, MAX_PROBLEMS)
+    check_count("--batch-size", args.batch_size, MAX_SLOTS)
+    check_device(args.device)
     check_writable(args.plot, args.out)
     if args.plot is not None and args.compare is None:
         raise ValueError("--plot needs --compare (a plot of one strategy is one point)")

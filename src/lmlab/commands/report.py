@@ -8,7 +8,7 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.config_file import parse
+from lmlab.commands.args import parse
 from lmlab.lab.pipeline import LAB_FILE
 from lmlab.lab.report import rebuild
 

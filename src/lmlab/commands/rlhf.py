@@ -8,10 +8,12 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_PROBLEMS, MAX_SAMPLES, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.config import PPOConfig
 from lmlab.experiments.overopt import run_overopt
+from lmlab.runs import require_run
 
 USAGE = "usage: lmlab rlhf overopt RUN --out DIR [options] (--help after the verb)"
 
@@ -48,6 +50,10 @@ def run(argv: list[str]) -> None:
     if not argv or argv[0] != "overopt":
         raise ValueError(USAGE)
     args = parse(OveroptArgs, argv[1:], "lmlab rlhf overopt")
+    check_count("--n-pref-prompts", args.n_pref_prompts, MAX_PROBLEMS)
+    check_count("--bon-prompts", args.bon_prompts, MAX_PROBLEMS)
+    check_count("--bon-max", args.bon_max, MAX_SAMPLES)
+    require_run(args.run)  # before the study makes its folder
     summary = run_overopt(
         args.run,
         args.out,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.config_file import parse
+from lmlab.commands.args import parse
 from lmlab.lab.config import PRESETS, preset
 from lmlab.lab.pipeline import run_lab
 

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import tyro
 
+from lmlab.bounds import MAX_NEW_TOKENS, MAX_SLOTS, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.infer import Engine, SamplingParams
 
 
@@ -35,7 +36,8 @@ class SampleArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(SampleArgs, argv, "lmlab sample")
-    engine = Engine.from_checkpoint(args.run)
+    check_count("--n", args.n, MAX_SLOTS)  # n samples take n engine slots
+    check_count("--max-new-tokens", args.max_new_tokens, MAX_NEW_TOKENS)
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -43,6 +45,8 @@ def run(argv: list[str]) -> None:
         n=args.n,
         seed=args.seed,
     )
+    params.validate(vocab_size=1 << 62, max_batch=args.n)  # fail before loading
+    engine = Engine.from_checkpoint(args.run, max_batch=args.n)
     for i, out in enumerate(engine.generate([args.prompt], params)[0]):
         console.rule(f"sample {i + 1}")
         console.print(args.prompt + out.text, markup=False, highlight=False)

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 
 import tyro
 
+from lmlab.bounds import MAX_REFITS, MAX_WORKERS, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.experiments.sweep import run_sweep
 from lmlab.scaling.config import PlanConfig
 from lmlab.scaling.plan import make_plan, resolve_corpus, write_plan
@@ -105,8 +106,16 @@ def plan_verb(argv: list[str]) -> None:
     console.print(plan_estimate(sweep))
 
 
+def _check_refits(bootstrap: int, starts: int) -> None:
+    check_count("--bootstrap", bootstrap, MAX_REFITS, low=0)
+    check_count("--starts", starts, MAX_REFITS)
+
+
 def run_verb(argv: list[str]) -> None:
     args = parse(ScalingRunArgs, argv, "lmlab scaling run")
+    check_count("--workers", args.workers, MAX_WORKERS)
+    if args.threads is not None:
+        check_count("--threads", args.threads, MAX_WORKERS)
     rows = run_sweep(args.sweep, args.workers, args.threads, report=console.print)
     console.print(runs_table(rows, args.sweep))
     console.print(f"{len(rows)} finished runs in {args.sweep / 'points.csv'}")
@@ -114,6 +123,7 @@ def run_verb(argv: list[str]) -> None:
 
 def fit_verb(argv: list[str]) -> None:
     args = parse(ScalingFitArgs, argv, "lmlab scaling fit")
+    _check_refits(args.bootstrap, args.starts)
     result, _, _ = fit_source(
         args.src, args.out, args.count, args.bootstrap, args.seed, args.plots, args.starts
     )
@@ -129,6 +139,7 @@ def fit_verb(argv: list[str]) -> None:
 
 def predict_verb(argv: list[str]) -> None:
     args = parse(ScalingPredictArgs, argv, "lmlab scaling predict")
+    _check_refits(args.bootstrap, args.starts)
     if args.inference_tokens < 0:
         raise ValueError("--inference-tokens must be >= 0")
     if args.out is not None and not args.src.is_dir():

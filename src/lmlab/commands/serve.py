@@ -10,8 +10,9 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
+from lmlab.bounds import MAX_DECODE_STEPS, MAX_PORT, MAX_SLOTS, check_count
+from lmlab.commands.args import parse
+from lmlab.commands.common import check_device, console
 from lmlab.infer import Engine
 from lmlab.serve.config import ServeConfig
 
@@ -19,6 +20,7 @@ try:  # the serve extra is optional: `lmlab serve --help` and the flag checks wo
     import uvicorn
 
     from lmlab.serve.app import create_app
+    from lmlab.serve.limits import server_options
 
     MISSING_EXTRA: str | None = None
 except ImportError as e:
@@ -66,13 +68,11 @@ def run(argv: list[str]) -> None:
             "pip install 'lmlab[serve]'"
         )
     eng = args.engine
-    for flag, value, low in (
-        ("--max-batch", eng.max_batch, 1),
-        ("--port", args.port, 0),
-        ("--decode-steps", 1 if eng.decode_steps is None else eng.decode_steps, 1),
-    ):
-        if value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    check_count("--max-batch", eng.max_batch, MAX_SLOTS)
+    check_count("--port", args.port, MAX_PORT, low=0)
+    if eng.decode_steps is not None:
+        check_count("--decode-steps", eng.decode_steps, MAX_DECODE_STEPS)
+    check_device(eng.device)
     cfg = dataclasses.replace(
         args.serve,
         name=args.serve.name or args.run.resolve().name,
@@ -92,4 +92,5 @@ def run(argv: list[str]) -> None:
     url = f"http://{args.host}:{args.port}"
     key = " (API key required)" if cfg.api_key else ""
     console.print(f"serving {args.run} as model {cfg.name!r}: chat page {url}/, API {url}/v1{key}")
-    uvicorn.run(create_app(engine, cfg), host=args.host, port=args.port, log_level="info")
+    app = create_app(engine, cfg)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **server_options())

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import tyro
 
-from lmlab.commands.config_file import parse
+from lmlab.commands.args import parse
 from lmlab.config import SFTConfig, TrainConfig, sft_train_config
 from lmlab.train import sft
 

@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmlab.bounds import MAX_VOCAB, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.config import DataConfig, ModelConfig, RunConfig
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import build_shards, get_tokenizer
@@ -33,6 +34,7 @@ class TokenizeArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(TokenizeArgs, argv, "lmlab tokenize")
+    check_count("--vocab-size", args.vocab_size, MAX_VOCAB)
     cfg = RunConfig(
         model=ModelConfig(vocab_size=args.vocab_size),
         data=DataConfig(args.corpus, args.tokenizer, args.text_field, args.val_fraction),

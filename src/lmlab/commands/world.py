@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 import tyro
 from rich.table import Table
 
+from lmlab.bounds import MAX_PROBLEMS, check_count
+from lmlab.commands.args import parse
 from lmlab.commands.common import console
-from lmlab.commands.config_file import parse
 from lmlab.commands.flags import knob_flags
 from lmlab.data import world
 from lmlab.data.world.catalog import family_rows
@@ -55,6 +56,7 @@ def run(argv: list[str]) -> None:
         console.print(table)
         return
     args = parse(WorldSampleArgs, argv[1:], "lmlab world sample")
+    check_count("--n", args.n, MAX_PROBLEMS)
     given = {k: v for k, v in dataclasses.asdict(args.knobs).items() if v is not None}
     spec = args.task + "".join(f":{k}={v}" for k, v in given.items())
     name, knobs = world.parse_task(spec)

@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from lmlab.bounds import MAX_DECODE_STEPS, MAX_SLOTS
 from lmlab.data.tokenizer import Message, Tokenizer
 from lmlab.infer.kernels import decode_attention_op
 from lmlab.infer.packed import can_prepack, prepacked
@@ -453,11 +454,12 @@ class Engine:
         native_attention: bool | None = None,
         decode_steps: int | None = None,
     ) -> None:
-        if max_batch < 1:
-            raise GenerationError(f"max_batch must be >= 1, got {max_batch}")
+        # Bounded (lmlab.bounds): every slot preallocates a whole sequence's keys and values.
+        if not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_SLOTS:
+            raise GenerationError(f"max_batch must be in [1, {MAX_SLOTS}], got {max_batch}")
         steps = decode_steps if decode_steps is not None else (_COMPILED_STEPS if compile else 1)
-        if steps < 1:
-            raise GenerationError(f"decode_steps must be >= 1, got {steps}")
+        if not isinstance(steps, int) or not 1 <= steps <= MAX_DECODE_STEPS:
+            raise GenerationError(f"decode_steps must be in [1, {MAX_DECODE_STEPS}], got {steps}")
         cfg = model.cfg  # type: ignore[attr-defined]
         self.device = (
             torch.device(device) if device is not None else next(model.parameters()).device

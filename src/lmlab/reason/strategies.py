@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from lmlab import bounds
+from lmlab.bounds import MAX_DEPTH, MAX_NEW_TOKENS, MAX_SAMPLES
 from lmlab.data import world
 from lmlab.data.world import ANSWER_PREFIX, Problem
 from lmlab.infer.engine import Completion, SamplingParams
@@ -144,8 +146,8 @@ class _Common:
     def _validate(self) -> None:
         _check_task(self.task)
         _budget_ok(self.budget)
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ReasonError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_new_tokens is not None:
+            _count("max_new_tokens", self.max_new_tokens, MAX_NEW_TOKENS)
 
     def _len(self, engine: EngineLike, cot: bool) -> int:
         return self.max_new_tokens or length_budget(
@@ -237,8 +239,7 @@ class FewShotCoT(_Common):
 
     def _validate(self) -> None:
         super()._validate()
-        if not isinstance(self.shots, int) or self.shots < 1:
-            raise ReasonError(f"shots must be >= 1, got {self.shots!r}")
+        _count("shots", self.shots, MAX_SAMPLES)
 
     def run(self, engine: EngineLike, questions: Sequence[Question]) -> list[Result]:
         self._validate()
@@ -298,8 +299,8 @@ class SelfConsistency(_Common):
 
     def _validate(self) -> None:
         super()._validate()
-        _k_ok(self.k)
-        if not self.temperature > 0:
+        _count("k", self.k, MAX_SAMPLES)
+        if not _number("temperature", self.temperature) > 0:
             raise ReasonError(
                 f"self-consistency samples need temperature > 0, got {self.temperature}"
             )
@@ -338,15 +339,27 @@ class SelfConsistency(_Common):
         return results
 
 
-def _k_ok(k: Any) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ReasonError(f"k (samples) must be an integer >= 1, got {k!r}")
-
-
 def _counts_ok(**counts: Any) -> None:
+    """Sample counts (k, breadth, evaluator replies) within `bounds.MAX_SAMPLES`: each is a
+    number of sequences one request may ask the engine for at once."""
     for name, value in counts.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ReasonError(f"{name} must be an integer >= 1, got {value!r}")
+        _count(name, value, MAX_SAMPLES)
+
+
+def _count(name: str, value: Any, high: int) -> int:
+    """`bounds.check_count`, failing as every bad setting of a strategy does: a ReasonError."""
+    try:
+        return bounds.check_count(name, value, high)
+    except bounds.BoundsError as e:
+        raise ReasonError(str(e)) from None
+
+
+def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+    """`bounds.check_number`, failing with a ReasonError."""
+    try:
+        return bounds.check_number(name, value, low, high)
+    except bounds.BoundsError as e:
+        raise ReasonError(str(e)) from None
 
 
 @dataclass
@@ -383,9 +396,7 @@ class TreeOfThoughts(_Common):
 
     def _validate(self) -> None:
         super()._validate()
-        if not isinstance(self.breadth, int) or self.breadth < 1:
-            raise ReasonError(f"breadth must be an integer >= 1, got {self.breadth!r}")
-        _k_ok(self.k)
+        _counts_ok(breadth=self.breadth, k=self.k, n_evaluate=self.n_evaluate, n_vote=self.n_vote)
         for value, options, what in (
             (self.generator, GENERATORS, "generator"),
             (self.evaluator, EVALUATORS, "evaluator"),
@@ -393,9 +404,11 @@ class TreeOfThoughts(_Common):
         ):
             if value not in options:
                 raise ReasonError(f"unknown {what} {value!r}; choose from {', '.join(options)}")
-        if self.max_depth is not None and self.max_depth < 1:
-            raise ReasonError(f"max_depth must be >= 1, got {self.max_depth}")
-        _counts_ok(n_evaluate=self.n_evaluate, n_vote=self.n_vote, eval_tokens=self.eval_tokens)
+        if self.max_depth is not None:
+            _count("max_depth", self.max_depth, MAX_DEPTH)
+        _count("eval_tokens", self.eval_tokens, MAX_NEW_TOKENS)
+        _number("temperature", self.temperature, low=0)
+        _number("threshold", self.threshold)
 
     def shape(self, engine: EngineLike) -> tuple[int, int]:
         """(tokens per thought, most lines): from the task's train-split solutions."""
@@ -517,18 +530,22 @@ class Adaptive(_Common):
 
     def _validate(self) -> None:
         super()._validate()
-        _k_ok(self.k)
-        if not isinstance(self.step, int) or self.step < 1:
-            raise ReasonError(f"step must be >= 1, got {self.step!r}")
-        if not 0 < self.agree <= 1:
+        _counts_ok(
+            k=self.k,
+            step=self.step,
+            breadth=self.breadth,
+            n_evaluate=self.n_evaluate,
+            n_vote=self.n_vote,
+        )
+        if not 0 < _number("agree", self.agree) <= 1:
             raise ReasonError(f"agree must be in (0, 1], got {self.agree}")
+        _number("temperature", self.temperature, low=0)
+        _number("direct_threshold", self.direct_threshold, 0, 1)
+        _number("cot_threshold", self.cot_threshold, 0, 1)
         if self.evaluator is not None and self.evaluator not in EVALUATORS:
             raise ReasonError(
                 f"unknown evaluator {self.evaluator!r}; choose from {', '.join(EVALUATORS)}"
             )
-        if not isinstance(self.breadth, int) or self.breadth < 1:
-            raise ReasonError(f"breadth must be an integer >= 1, got {self.breadth!r}")
-        _counts_ok(n_evaluate=self.n_evaluate, n_vote=self.n_vote)
 
     def run(self, engine: EngineLike, questions: Sequence[Question]) -> list[Result]:
         self._validate()

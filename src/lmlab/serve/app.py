@@ -11,8 +11,9 @@ or in the model name (`sft:sc@8`); see `serve/generation.py`.
 
 Limits: at most `max_batch + max_queue` requests are held at once (then 429), `max_tokens` per
 request, `timeout` seconds per request (then 504); a streaming client that disconnects has its
-generation cancelled and its slots freed before the next engine step. With `api_key` set,
-`/v1/*` needs `Authorization: Bearer KEY`. Every error is OpenAI's JSON shape
+generation cancelled and its slots freed before the next engine step. Request bodies, slow
+clients and overlong text are limited before anything is tokenized (`serve/limits.py`). With
+`api_key` set, `/v1/*` needs `Authorization: Bearer KEY`. Every error is OpenAI's JSON shape
 `{"error": {"message", "type", "param", "code"}}`.
 
 Where things are: `params.py` turns a request into engine inputs, `generation.py` is the one
@@ -35,6 +36,7 @@ from lmlab.infer.engine import Engine
 from lmlab.serve.config import ServeConfig
 from lmlab.serve.errors import ERRORS, APIError, install_handlers
 from lmlab.serve.generation import Service
+from lmlab.serve.limits import BodyLimit
 from lmlab.serve.metrics import Metrics, MetricsMiddleware
 from lmlab.serve.routes import chat, completions, models, ops, tokens
 from lmlab.serve.worker import EngineWorker
@@ -78,6 +80,7 @@ def create_app(engine: Engine, cfg: ServeConfig | None = None) -> FastAPI:
     metrics = Metrics(service)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=lambda: app.openapi()["paths"])
     app.add_middleware(_JSONBody)
+    app.add_middleware(BodyLimit)  # outermost: an oversized or slow body never reaches the app
     install_handlers(app)
 
     bearer = HTTPBearer(auto_error=False)

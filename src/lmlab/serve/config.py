@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmlab.bounds import MAX_NEW_TOKENS, check_count, check_number
+
 DEFAULT_NAME = "lmlab"
 
 
@@ -34,7 +36,6 @@ class ServeConfig:
         """Raise a one-line ValueError naming the first setting out of range (by its flag)."""
         if self.max_queue < 0:
             raise ValueError(f"--max-queue must be >= 0, got {self.max_queue}")
-        if self.max_tokens < 1:
-            raise ValueError(f"--max-tokens must be >= 1, got {self.max_tokens}")
-        if not self.timeout > 0:
+        check_count("--max-tokens", self.max_tokens, MAX_NEW_TOKENS)
+        if not check_number("--timeout", self.timeout) > 0:
             raise ValueError(f"--timeout must be > 0, got {self.timeout}")

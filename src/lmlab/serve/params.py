@@ -17,21 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lmlab.bounds import MAX_PROMPTS, MAX_SAMPLES, MAX_STOP_STRINGS
 from lmlab.data.tokenizer import Message
 from lmlab.infer.engine import Engine, GenerationError, SamplingParams
 from lmlab.reason.strategies import STRATEGIES as REASON_STRATEGIES
 from lmlab.serve import schemas as S
 from lmlab.serve.errors import APIError
+from lmlab.serve.limits import check_text
 from lmlab.serve.unsupported import check_chat, check_completion
 
 STRATEGIES = ["direct", *(s for s in REASON_STRATEGIES if s != "direct")]
 """`direct` (the model's own reply) and the strategies of `lmlab.reason`."""
-
-MAX_PROMPTS = 64
-"""Most prompts in one completions request."""
-
-MAX_STOP_STRINGS = 16
-"""More than OpenAI's 4: lm-eval adds the end-of-text string to every task's own stop list."""
 
 REQUEST_FIELD = {"max_new_tokens": "max_tokens"}
 """The request field of a `SamplingParams` field, where the names differ."""
@@ -75,10 +71,11 @@ def strategy_of(
     if base and "strategy" not in fields:
         opts = opts.model_copy(update={"strategy": base})
     if count and "k" not in fields:
-        if not count.isdigit() or not 1 <= int(count) <= 64:
+        if not count.isdigit() or not 1 <= int(count) <= MAX_SAMPLES:
             raise APIError(
                 400,
-                f"model suffix {suffix!r}: the number after @ must be an integer in [1, 64]",
+                f"model suffix {suffix!r}: the number after @ must be an integer in "
+                f"[1, {MAX_SAMPLES}]",
                 param="model",
                 code="invalid_value",
             )
@@ -111,6 +108,7 @@ def chat_request(
                 "messages",
             )
         messages = [{"role": "user", "content": question or ""}]  # all a strategy reads
+    check_text([m["content"] for m in messages], engine, "messages")  # before tokenizing
     tok = engine.tokenizer
     ids = encode(lambda: tok.encode_chat(messages, add_generation_prompt=True)[0], "messages")
     asked = body.max_completion_tokens or body.max_tokens
@@ -164,6 +162,7 @@ def completion_request(
         raise _invalid(f"strategy {strategy!r} answers one text prompt", "prompt")
     if strategy != "direct" and body.echo:
         raise _unsupported(f"echo does not apply to strategy {strategy!r}", "echo")
+    check_text([p for p in items if isinstance(p, str)], engine, "prompt")  # before tokenizing
     prompts = [encode(lambda p=p: engine.encode_prompt(p), "prompt") for p in items]
     lens = [len(p) for p in prompts]
     params = sampling_params(

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lmlab.bounds import MAX_SAMPLES
+
 INT64 = 2**63 - 1
 
 
@@ -25,7 +27,7 @@ class ReasoningOptions(BaseModel):
 
     strategy: str = Field("direct", max_length=64)
     """direct, cot, fewshot-cot, sc, sc-weighted, tot or adaptive."""
-    k: int | None = Field(None, ge=1, le=64)
+    k: int | None = Field(None, ge=1, le=MAX_SAMPLES)
     """The strategy's count (samples for sc, breadth for tot, shots for fewshot-cot)."""
     return_traces: bool = False
     """Return every response the model wrote for the question."""

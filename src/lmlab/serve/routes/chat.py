@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
+from starlette.concurrency import run_in_threadpool
 
 from lmlab.data.tokenizer import Tokenizer
 from lmlab.infer.engine import Completion, Request
@@ -122,8 +123,10 @@ def router(service: Service) -> APIRouter:
 
     @routes.post("/chat/completions", response_model=S.ChatCompletion)
     async def chat_completions(body: S.ChatCompletionRequest, request: HTTPRequest) -> Any:
-        cfg = service.cfg
-        prep = chat_request(body, service.engine, service.name, cfg.max_tokens)
+        # tokenizing takes time proportional to the text: off the event loop
+        prep = await run_in_threadpool(
+            chat_request, body, service.engine, service.name, service.cfg.max_tokens
+        )
         return await service.respond(prep, fmt, body, request)
 
     return routes

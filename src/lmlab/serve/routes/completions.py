@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
+from starlette.concurrency import run_in_threadpool
 
 from lmlab.data.tokenizer import Tokenizer
 from lmlab.infer.engine import Completion, Request, TopLogprobs
@@ -139,8 +140,10 @@ def router(service: Service) -> APIRouter:
 
     @routes.post("/completions", response_model=S.TextCompletion)
     async def completions(body: S.CompletionRequest, request: HTTPRequest) -> Any:
-        cfg = service.cfg
-        prep = completion_request(body, service.engine, service.name, cfg.max_tokens)
+        # tokenizing takes time proportional to the text: off the event loop
+        prep = await run_in_threadpool(
+            completion_request, body, service.engine, service.name, service.cfg.max_tokens
+        )
         return await service.respond(prep, fmt, body, request)
 
     return routes
