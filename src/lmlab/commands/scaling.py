@@ -12,7 +12,7 @@ import tyro
 from lmlab.commands.common import console
 from lmlab.experiments.sweep import run_sweep
 from lmlab.scaling.config import PlanConfig
-from lmlab.scaling.plan import make_plan, resolve_corpus, write_plan
+from lmlab.scaling.plan import check_plan_out, make_plan, resolve_corpus, write_plan
 from lmlab.scaling.report import (
     default_out,
     fit_lines,
@@ -98,6 +98,7 @@ class ScalingPredictArgs:
 def plan_verb(argv: list[str]) -> None:
     args = tyro.cli(ScalingPlanArgs, args=argv, prog="lmlab scaling plan")
     args.plan.validate()
+    check_plan_out(args.out)  # before the corpus is read and the shapes are timed
     sweep = make_plan(args.plan, resolve_corpus(args.plan))
     path = write_plan(sweep, args.out)
     console.print(plan_table(sweep, path))
@@ -132,6 +133,8 @@ def predict_verb(argv: list[str]) -> None:
         raise ValueError("--inference-tokens must be >= 0")
     if args.out is not None and not args.src.is_dir():
         raise ValueError("--out (a validation run) needs a sweep directory as SRC")
+    if args.out is not None:
+        check_plan_out(args.out)
     _, _, fits = fit_source(
         args.src, None, args.count, args.bootstrap, args.seed, plots=False, n_starts=args.starts
     )

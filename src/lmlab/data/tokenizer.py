@@ -71,7 +71,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
-        return cls(HFTokenizer.from_file(str(path)))
+        """The tokenizer in a tokenizer.json (ValueError, one line, if it is not one)."""
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises bare Exceptions for malformed files
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(f"cannot load tokenizer {path}: {first}") from None
+        try:
+            return cls(hf)
+        except ValueError as e:
+            raise ValueError(f"cannot use tokenizer {path}: {e}") from None
 
     def encode_chat(
         self, messages: list[Message], add_generation_prompt: bool = False
@@ -162,7 +171,4 @@ def build_tokenizer(kind: str, texts: Iterator[str] | list[str], vocab_size: int
         path = path / "tokenizer.json"
     if not path.is_file():
         raise ValueError(f"tokenizer {kind!r} is neither char, byte, bpe nor a tokenizer.json file")
-    try:
-        return Tokenizer.load(path)
-    except Exception as e:  # tokenizers raises bare Exceptions for malformed files
-        raise ValueError(f"cannot load tokenizer {path}: {e}") from None
+    return Tokenizer.load(path)
