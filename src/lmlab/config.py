@@ -32,13 +32,15 @@ class ConfigError(ValueError):
     """A configuration that cannot be used (shown to the user as one line)."""
 
 
-def check_finite(obj: Any, prefix: str) -> None:
-    """ConfigError naming the first float setting of dataclass `obj` that is NaN or infinite
-    (`prefix.name`, as its flag is spelled): such a value passes every `<`/`>` range check."""
+def check_finite(obj: Any, prefix: str = "") -> None:
+    """ConfigError naming the first float setting of dataclass `obj` that is NaN or infinite,
+    spelled as its flag (`--PREFIX.NAME`, or `--NAME` for settings flattened into a command):
+    such a value passes every `<`/`>` range check, so ranges alone do not catch it."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{prefix}.{f.name.replace('_', '-')} must be finite, got {value}")
+            flag = f"--{prefix + '.' if prefix else ''}{f.name.replace('_', '-')}"
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
 
 
 def task_list(tasks: str | Iterable[str]) -> list[str]:
@@ -295,7 +297,7 @@ class SFTConfig:
         self.tasks = task_list(self.tasks)
 
     def validate(self) -> None:
-        check_finite(self, "sft")
+        check_finite(self)
         if self.n_world < 2:
             raise ValueError(f"n_world must be >= 2, got {self.n_world}")
         if not 0 < self.val_fraction < 1:
@@ -568,7 +570,7 @@ class GRPOConfig:
     """Test problems for the before/after accuracy."""
 
     def validate(self) -> None:
-        check_finite(self, "grpo")
+        check_finite(self)
         if self.k < 2 or self.prompts_per_step < 1:
             raise ValueError("GRPO needs k >= 2 responses per prompt and >= 1 prompt per step")
         if self.temperature <= 0 or self.max_new_tokens < 1 or self.kl_beta < 0:
@@ -616,7 +618,7 @@ class PPOConfig:
         self.tasks = task_list(self.tasks)
 
     def validate(self) -> None:
-        check_finite(self, "ppo")
+        check_finite(self)
         if min(self.prompts_per_iter, self.iterations, self.epochs, self.minibatch) < 1:
             raise ValueError("PPO sizes (prompts, iterations, epochs, minibatch) must be >= 1")
         if self.kl_horizon < 1:

@@ -157,21 +157,26 @@ def check_output_file(path: Path) -> None:
             raise RunDirError(f"cannot write {path}: it is a directory")
         if not path.parent.is_dir():
             raise RunDirError(f"cannot write {path}: folder {path.parent} does not exist")
-        _probe_writable(path.parent)
+        _probe_writable(path.parent, path)
     except OSError as e:
         raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _probe_writable(out: Path) -> None:
+def _probe_writable(out: Path, shown: Path | None = None) -> None:
+    """RunDirError (naming `shown`, default `out`) unless a file can be made in `out`, or in
+    its nearest existing parent when `out` does not exist yet."""
+    shown = shown or out
     base = out
     while not base.exists():
         base = base.parent
     if not base.is_dir():
-        raise RunDirError(f"cannot create {out}: {base} is not a directory")
+        raise RunDirError(f"cannot create {shown}: {base} is not a directory")
     try:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".lmlab-probe-")
     except OSError as e:
-        raise RunDirError(f"cannot write to {out}: {base}: {e.strerror or e}") from None
+        raise RunDirError(
+            f"cannot write {shown}: {base} is not writable ({e.strerror or e})"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -578,11 +583,23 @@ def read_checkpoint_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    try:
-        latest_checkpoint(run_dir)
-    except CheckpointError:
+    """Whether the run has written a checkpoint (its `latest` pointer, moved last, exists); a
+    pointer that names no usable checkpoint is an error, not "no checkpoint": a resume must
+    never quietly start over on a damaged run."""
+    if not (run_dir / CKPT_DIR / "latest").is_file():
         return False
+    latest_checkpoint(run_dir)
     return True
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """Read every file of a checkpoint as a resume will, changing nothing: CheckpointError
+    naming the first damaged one. A resume calls this before it writes anything."""
+    read_checkpoint_state(checkpoint)
+    read_weights(checkpoint)
+    for name in ("optim.pt", "rng.pt"):
+        if (checkpoint / name).is_file():
+            read_state_file(checkpoint, name)
 
 
 def checkpoint_step(run_dir: Path) -> int | None:

@@ -8,7 +8,7 @@ returns a `StageResult` (its run directory and summary metrics). Each one begins
 - decides device, rank and autocast once (`init_distributed`): every Trainer, scoring pass and
   rollout of the stage uses `Stage.device`, `Stage.dist` and `Stage.autocast()`,
 - refuses an occupied, unwritable or locked output directory, or on `resume` locks it and checks
-  that it holds a run of this stage,
+  that it holds a run of this stage whose latest checkpoint reads back whole,
 - seeds torch,
 - records the stage in `stage.json` (name, base run, settings, status "running"),
 
@@ -45,8 +45,10 @@ from lmlab.runs import (
     STAGE_FILE,
     Lock,
     Saveable,
+    check_checkpoint,
     check_new_run_dir,
     has_checkpoint,
+    latest_checkpoint,
     lock_dir,
     read_stage,
     require_stage,
@@ -207,6 +209,8 @@ def start_stage(
         lock = lock_dir(out) if rank.is_main and out.is_dir() else None
         try:
             record = read_stage(out) if name == "pretrain" else require_stage(out, name)
+            if has_checkpoint(out):  # a damaged checkpoint is found before anything is written
+                check_checkpoint(latest_checkpoint(out))
         except ValueError:
             if lock is not None:
                 lock.release()
