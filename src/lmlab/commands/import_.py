@@ -11,6 +11,7 @@ import tyro
 
 from lmlab.commands.common import console
 from lmlab.model.hf import import_hf
+from lmlab.runs import check_output_dir, lock_dir
 
 
 @dataclass
@@ -25,5 +26,7 @@ class ImportArgs:
 
 def run(argv: list[str]) -> None:
     args = tyro.cli(ImportArgs, args=argv, prog="lmlab import")
-    import_hf(args.src, args.out)
+    check_output_dir(args.out)  # before the lock makes the folder
+    with lock_dir(args.out):
+        import_hf(args.src, args.out)
     console.print(f"wrote run {args.out} (try: lmlab generate {args.out} --prompt ...)")
