@@ -58,6 +58,9 @@ DIR_OUTPUTS = {
     "import": ["import", "NOPE", "--out", "OUT"],
     "scaling-plan": ["scaling", "plan", "--corpus", "NOPE", "--out", "OUT"],
     "run": ["run", "--preset", "tiny", "--out", "OUT"],
+    "emergence": ["emergence", "--out", "OUT", "--corpus", "NOPE"],
+    "rlhf-overopt": ["rlhf", "overopt", "NOPE", "--out", "OUT"],
+    "scaling-fit": ["scaling", "fit", "NOPE", "--out", "OUT"],
 }
 FILE_OUTPUTS = {
     "prefs": ["prefs", "NOPE", "--out", "OUT"],

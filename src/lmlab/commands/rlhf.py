@@ -11,6 +11,7 @@ import tyro
 from lmlab.commands.common import console
 from lmlab.config import PPOConfig
 from lmlab.experiments.overopt import run_overopt
+from lmlab.runs import check_output_dir
 
 USAGE = "usage: lmlab rlhf overopt RUN --out DIR [options] (--help after the verb)"
 
@@ -47,6 +48,7 @@ def run(argv: list[str]) -> None:
     if not argv or argv[0] != "overopt":
         raise ValueError(USAGE)
     args = tyro.cli(OveroptArgs, args=argv[1:], prog="lmlab rlhf overopt")
+    check_output_dir(args.out)
     summary = run_overopt(
         args.run,
         args.out,

@@ -11,6 +11,7 @@ import tyro
 
 from lmlab.commands.common import console
 from lmlab.experiments.sweep import run_sweep
+from lmlab.runs import check_output_dir
 from lmlab.scaling.config import PlanConfig
 from lmlab.scaling.plan import check_plan_out, make_plan, resolve_corpus, write_plan
 from lmlab.scaling.report import (
@@ -114,6 +115,8 @@ def run_verb(argv: list[str]) -> None:
 
 def fit_verb(argv: list[str]) -> None:
     args = tyro.cli(ScalingFitArgs, args=argv, prog="lmlab scaling fit")
+    if args.out is not None:
+        check_output_dir(args.out)
     result, _, _ = fit_source(
         args.src, args.out, args.count, args.bootstrap, args.seed, args.plots, args.starts
     )

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from lmlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lmlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, build_config
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import get_tokenizer
 from lmlab.model.transformer import Transformer, flops_per_token, param_counts
@@ -330,8 +330,12 @@ def load_plan(sweep: Path) -> dict[str, Any]:
 
 
 def plan_config(plan: dict[str, Any]) -> PlanConfig:
+    """The plan's settings, type-checked (`build_config`); settings this version no longer has
+    are ignored, so older plans still load."""
+    if not isinstance(plan["settings"], dict):
+        raise ScalingError("a plan's settings must be a JSON object")
     names = set(PlanConfig.__dataclass_fields__)
-    return PlanConfig(**{k: v for k, v in plan["settings"].items() if k in names})
+    return build_config(PlanConfig, {k: v for k, v in plan["settings"].items() if k in names})
 
 
 def nearest_shape(cfg: PlanConfig, n: float) -> Shape:

@@ -272,14 +272,25 @@ class Trainer:
     # --- checkpoints and metrics ------------------------------------------------------------
 
     def save(self, extra: dict[str, Any] | None = None) -> None:
+        """Checkpoint the run (rank 0 writes). A write that fails — weights that are not
+        finite, a full disk — raises on every rank, so no rank waits for one that stopped."""
         state = {"step": self.step_count, "tokens": self.tokens, **(extra or {})}
         msd, osd = full_state(self.model, self.optimizer)  # collective under torchrun
+        failed: ValueError | None = None
         if self.dist.is_main:
-            write_checkpoint(
-                self.run_dir, msd, osd, state, self.cfg.keep_ckpts, tied_aliases(self.model)
-            )
-        if self.dist.world > 1:
-            dist.barrier()
+            try:
+                write_checkpoint(
+                    self.run_dir, msd, osd, state, self.cfg.keep_ckpts, tied_aliases(self.model)
+                )
+            except ValueError as e:  # NonFiniteError, CheckpointError
+                failed = e
+        if self.dist.world > 1:  # also the barrier: every rank waits for rank 0's write
+            flag = torch.tensor([0.0 if failed is None else 1.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if failed is None and flag.item() > 0:
+                raise CheckpointError(f"rank 0 could not write the checkpoint of {self.run_dir}")
+        if failed is not None:
+            raise failed
 
     def resume(self) -> dict[str, Any]:
         """Restore model, optimizer, RNG and counters from the run's latest checkpoint."""
