@@ -309,12 +309,13 @@ def lock_file(path: Path) -> Lock:
     return acquire_lock(path.with_name(f".{path.name}.lock"), str(path))
 
 
-def check_not_locked(lock_file: Path, what: str) -> None:
-    """LockedError naming the holder if another process holds `lock_file`; nothing is taken."""
-    if str(lock_file.resolve()) in _HELD or not lock_file.is_file():
+def check_not_locked(path: Path, what: str) -> None:
+    """LockedError naming the holder if another process holds the lock file `path`; nothing
+    is taken."""
+    if str(path.resolve()) in _HELD or not path.is_file():
         return
     try:
-        fd = os.open(lock_file, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from lmlab.cli import main
 from lmlab.model.load import load_run
 from lmlab.model.transformer import Transformer
 from lmlab.runs import MANIFEST_FILE, CheckpointError, latest_checkpoint, rng_state
@@ -207,3 +208,5 @@ def test_a_full_disk_is_one_error_line_and_keeps_the_previous_checkpoint(
     assert latest_checkpoint(out).name == "step_000002"
     model, _, _ = load_run(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert main(["pretrain", "--resume", str(out), "--quiet"]) == 0  # space again: it goes on
+    assert latest_checkpoint(out).name == "step_000004"
