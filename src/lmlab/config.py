@@ -3,12 +3,21 @@
 Every field here is a command-line flag: `ModelConfig.n_kv_head` is `--model.n-kv-head`,
 `TrainConfig.max_steps` is `--train.max-steps`. A run's full `RunConfig` is written to
 `config.json` in its directory, so a run is reproducible from that file alone.
+
+Settings read from disk go through `build_config`, the one place that checks them: unknown keys,
+values of the wrong type (against each field's annotation) and numbers that are not finite are
+errors naming the setting. Settings from flags are typed by tyro; each `validate` checks their
+ranges, finiteness included.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +30,17 @@ MAX_CONTEXT_LENGTH = 131072
 
 class ConfigError(ValueError):
     """A configuration that cannot be used (shown to the user as one line)."""
+
+
+def check_finite(obj: Any, prefix: str = "") -> None:
+    """ConfigError naming the first float setting of dataclass `obj` that is NaN or infinite,
+    spelled as its flag (`--PREFIX.NAME`, or `--NAME` for settings flattened into a command):
+    such a value passes every `<`/`>` range check, so ranges alone do not catch it."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = f"--{prefix + '.' if prefix else ''}{f.name.replace('_', '-')}"
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
 
 
 def task_list(tasks: str | Iterable[str]) -> list[str]:
@@ -64,6 +84,7 @@ class MoEConfig:
         return self.n_experts > 0 and (layer + 1) % self.every == 0
 
     def validate(self) -> None:
+        check_finite(self, "model.moe")
         if self.n_experts < 0 or self.n_shared < 0:
             raise ValueError("moe n_experts and n_shared must be >= 0")
         if self.n_experts == 0:
@@ -143,8 +164,11 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ValueError with a one-line message if the shape is inconsistent."""
+        check_finite(self, "model")
         if min(self.vocab_size, self.context_length, self.n_layer, self.n_head, self.d_model) < 1:
             raise ValueError("model sizes must be positive integers")
+        if min(self.rope_theta, self.norm_eps, self.init_std) <= 0:
+            raise ValueError("model rope-theta, norm-eps and init-std must be > 0")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
         if self.head_dim % 2:
@@ -156,6 +180,10 @@ class ModelConfig:
                 f"context length {self.context_length} is above the maximum {MAX_CONTEXT_LENGTH}"
             )
         self.moe.validate()
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+"""The devices a run may ask for (`--train.device`)."""
 
 
 @dataclass
@@ -206,12 +234,21 @@ class TrainConfig:
     """Data parallelism under torchrun: 'ddp' (replicated) or 'fsdp' (FSDP2, sharded per block)."""
 
     def validate(self) -> None:
+        check_finite(self, "train")
         if min(self.batch_size, self.grad_accum, self.max_steps, self.eval_iters) < 1:
             raise ValueError("batch size, grad accum, max steps and eval iters must be >= 1")
-        if self.eval_every < 1 or (self.ckpt_every is not None and self.ckpt_every < 1):
-            raise ValueError("eval and checkpoint intervals must be >= 1")
+        if min(self.eval_every, self.log_every, self.keep_ckpts) < 1 or (
+            self.ckpt_every is not None and self.ckpt_every < 1
+        ):
+            raise ValueError("eval, log and checkpoint intervals and keep-ckpts must be >= 1")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError("need 0 <= min_lr <= lr and lr > 0")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
+            raise ValueError("train weight-decay, grad-clip and warmup-steps must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and 0 <= self.decay_frac <= 1):
+            raise ValueError("need 0 <= beta1, beta2 < 1 and 0 <= decay-frac <= 1")
+        if not DEVICE.fullmatch(self.device):
+            raise ValueError(f"--train.device {self.device!r} is not auto, cpu, cuda or cuda:N")
 
 
 @dataclass
@@ -262,6 +299,7 @@ class SFTConfig:
         self.tasks = task_list(self.tasks)
 
     def validate(self) -> None:
+        check_finite(self)
         if self.n_world < 2:
             raise ValueError(f"n_world must be >= 2, got {self.n_world}")
         if not 0 < self.val_fraction < 1:
@@ -314,17 +352,26 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
+        """A run's config.json, checked: types (`build_config`), the model's shape and the loop
+        settings; any problem is one ConfigError naming the file."""
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            cfg = cls.from_dict(json.loads(path.read_text()))
+            cfg.model.validate()
+            cfg.train.validate()
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-        except ConfigError as e:
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not UTF-8 text") from None
+        except ValueError as e:
             raise ConfigError(f"{path}: {e}") from None
+        return cfg
 
 
 def build_config(cls: type, d: dict[str, Any]) -> Any:
-    """A `cls` dataclass from a dict read from JSON; a key the class does not have is an error
-    naming it (a typo in a hand-edited config.json must not be silently dropped)."""
+    """A `cls` dataclass from a dict read from JSON, checked against the class: a key it does
+    not have is an error naming it (a typo in a hand-edited config.json must not be silently
+    dropped), and so is a value that does not fit the field's annotation (`check_value`).
+    Nested dataclasses are built the same way."""
     if not isinstance(d, dict):
         raise ConfigError(f"{cls.__name__} settings must be a JSON object, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -333,7 +380,102 @@ def build_config(cls: type, d: dict[str, Any]) -> Any:
         raise ConfigError(
             f"unknown {cls.__name__} setting {unknown[0]!r}; known: {', '.join(sorted(names))}"
         )
-    return cls(**d)
+    hints = typing.get_type_hints(cls)
+    values = {k: check_value(v, hints[k], f"{cls.__name__}.{k}") for k, v in d.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:  # a __post_init__ refusing a value
+        raise ConfigError(f"{cls.__name__}: {e}") from None
+
+
+def check_value(value: Any, tp: Any, where: str) -> Any:
+    """`value` (read from JSON) if it fits annotation `tp` — int, float (finite; an int is
+    taken), bool, str, Literal choices, optional, unions, list/dict/tuple of these, nested
+    dataclasses (a dict is built with `build_config`) — else ConfigError naming `where`. A
+    string stands for a list of strings: records written before task lists were lists hold one
+    (see `task_list`)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return check_value(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {_describe(tp)}, got {_show(value)}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where} must be a finite number, got {value}")
+            return float(value)
+    elif tp is str or tp is Path:
+        if isinstance(value, str):
+            return tp(value)
+    elif origin is list:
+        if isinstance(value, str) and args == (str,):
+            return value
+        if isinstance(value, list):
+            return [check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    elif origin is tuple:
+        if isinstance(value, list | tuple) and (len(args) == len(value) or args[-1:] == (...,)):
+            kinds = [args[0]] * len(value) if args[-1:] == (...,) else list(args)
+            return tuple(
+                check_value(v, t, f"{where}[{i}]")
+                for i, (v, t) in enumerate(zip(value, kinds, strict=True))
+            )
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {
+                check_value(k, args[0], where): check_value(v, args[1], f"{where}.{k}")
+                for k, v in value.items()
+            }
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            return build_config(tp, value)
+    else:
+        raise TypeError(f"build_config cannot check {where}: annotation {tp!r}")
+    raise ConfigError(f"{where} must be {_describe(tp)}, got {_show(value)}")
+
+
+def _describe(tp: Any) -> str:
+    """An annotation in words, for error messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return "a JSON object"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if tp in names:
+        return names[tp]
+    if tp is type(None):
+        return "null"
+    if tp is Path:
+        return "a path"
+    return f"a {getattr(tp, '__name__', tp)} object"
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -430,6 +572,7 @@ class GRPOConfig:
     """Test problems for the before/after accuracy."""
 
     def validate(self) -> None:
+        check_finite(self)
         if self.k < 2 or self.prompts_per_step < 1:
             raise ValueError("GRPO needs k >= 2 responses per prompt and >= 1 prompt per step")
         if self.temperature <= 0 or self.max_new_tokens < 1 or self.kl_beta < 0:
@@ -477,6 +620,7 @@ class PPOConfig:
         self.tasks = task_list(self.tasks)
 
     def validate(self) -> None:
+        check_finite(self)
         if min(self.prompts_per_iter, self.iterations, self.epochs, self.minibatch) < 1:
             raise ValueError("PPO sizes (prompts, iterations, epochs, minibatch) must be >= 1")
         if self.kl_horizon < 1:

@@ -55,7 +55,7 @@ CASES: list[tuple[str, str, str]] = [
     ("chat {run} --temperature -1", "bad_value", "temperature must be >= 0"),
     ("chat {run} --max-new-tokens 1000000000000", "size", "--max-new-tokens must be in"),
     ("export {run} --format onnx", "bad_value", "invalid choice 'onnx'"),
-    ("export {run} --out {occupied}", "occupied", "is not an empty directory"),
+    ("export {run} --out {occupied}", "occupied", "is not empty; choose another --out"),
     ("export {missing} --out {new}", "missing_path", "not an lmlab run"),
     ("evaluate {missing} --tasks add", "missing_path", "is not an lmlab run"),
     ("evaluate {run} --tasks add --out {afile}/x.json", "occupied", "x.json"),

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from lmlab.commands.config_file import config_path, read_settings
 from lmlab.config import PRESETS, TrainConfig
+from lmlab.runs import check_output_file
 
 console = Console()
 
@@ -45,10 +46,11 @@ def train_defaults(max_steps: int, lr: float, batch_size: int) -> TrainConfig:
 
 
 def check_writable(*paths: Path | None) -> None:
-    """Refuse, before any work, an output file whose folder does not exist."""
+    """Refuse, before any work, an output file that is a directory or whose folder is missing
+    or cannot be written (`lmlab.runs.check_output_file`)."""
     for path in paths:
-        if path is not None and not path.parent.is_dir():
-            raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
+        if path is not None:
+            check_output_file(path)
 
 
 def check_device(spec: str, flag: str = "--device") -> str:

@@ -12,6 +12,7 @@ from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.experiments.config import LadderConfig
 from lmlab.experiments.emergence import run_ladder, sharpness_table
+from lmlab.runs import check_output_dir
 
 
 @dataclass
@@ -28,6 +29,7 @@ class EmergenceArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(EmergenceArgs, argv, "lmlab emergence")
+    check_output_dir(args.out)  # before hours of training
     result = run_ladder(args.ladder, args.out, not args.quiet, report=console.print)
     console.print(sharpness_table(result["summary"], args.ladder.ladder))
     console.print(f"wrote {args.out / 'emergence.json'} and {len(result['plots'])} plots")

@@ -12,6 +12,7 @@ from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.model.hf import export_hf, hf_format
 from lmlab.model.load import load_run
+from lmlab.runs import check_empty_output
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ExportArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(ExportArgs, argv, "lmlab export")
+    check_empty_output(args.out)  # before the model is loaded
     model, tok, _ = load_run(args.run)
     export_hf(model, tok, args.out, args.drop_selection_bias, args.dtype)  # type: ignore[arg-type]
     console.print(

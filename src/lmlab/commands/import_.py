@@ -12,6 +12,7 @@ import tyro
 from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.model.hf import import_hf
+from lmlab.runs import check_output_dir, lock_dir
 
 
 @dataclass
@@ -31,5 +32,7 @@ class ImportArgs:
 
 def run(argv: list[str]) -> None:
     args = parse(ImportArgs, argv, "lmlab import")
-    import_hf(args.src, args.out, args.context_length)
+    check_output_dir(args.out)  # before the lock makes the folder
+    with lock_dir(args.out):
+        import_hf(args.src, args.out, args.context_length)
     console.print(f"wrote run {args.out} (try: lmlab generate {args.out} --prompt ...)")

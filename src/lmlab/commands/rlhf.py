@@ -13,7 +13,7 @@ from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.config import PPOConfig
 from lmlab.experiments.overopt import run_overopt
-from lmlab.runs import require_run
+from lmlab.runs import check_output_dir, require_run
 
 USAGE = "usage: lmlab rlhf overopt RUN --out DIR [options] (--help after the verb)"
 
@@ -53,6 +53,7 @@ def run(argv: list[str]) -> None:
     check_count("--n-pref-prompts", args.n_pref_prompts, MAX_PROBLEMS)
     check_count("--bon-prompts", args.bon_prompts, MAX_PROBLEMS)
     check_count("--bon-max", args.bon_max, MAX_SAMPLES)
+    check_output_dir(args.out)
     require_run(args.run)  # before the study makes its folder
     summary = run_overopt(
         args.run,

@@ -13,8 +13,9 @@ from lmlab.bounds import MAX_REFITS, MAX_WORKERS, check_count
 from lmlab.commands.args import parse
 from lmlab.commands.common import console
 from lmlab.experiments.sweep import run_sweep
+from lmlab.runs import check_output_dir
 from lmlab.scaling.config import PlanConfig
-from lmlab.scaling.plan import make_plan, resolve_corpus, write_plan
+from lmlab.scaling.plan import check_plan_out, make_plan, resolve_corpus, write_plan
 from lmlab.scaling.report import (
     default_out,
     fit_lines,
@@ -100,6 +101,7 @@ class ScalingPredictArgs:
 def plan_verb(argv: list[str]) -> None:
     args = parse(ScalingPlanArgs, argv, "lmlab scaling plan")
     args.plan.validate()
+    check_plan_out(args.out)  # before the corpus is read and the shapes are timed
     sweep = make_plan(args.plan, resolve_corpus(args.plan))
     path = write_plan(sweep, args.out)
     console.print(plan_table(sweep, path))
@@ -124,6 +126,8 @@ def run_verb(argv: list[str]) -> None:
 def fit_verb(argv: list[str]) -> None:
     args = parse(ScalingFitArgs, argv, "lmlab scaling fit")
     _check_refits(args.bootstrap, args.starts)
+    if args.out is not None:
+        check_output_dir(args.out)
     result, _, _ = fit_source(
         args.src, args.out, args.count, args.bootstrap, args.seed, args.plots, args.starts
     )
@@ -144,6 +148,8 @@ def predict_verb(argv: list[str]) -> None:
         raise ValueError("--inference-tokens must be >= 0")
     if args.out is not None and not args.src.is_dir():
         raise ValueError("--out (a validation run) needs a sweep directory as SRC")
+    if args.out is not None:
+        check_plan_out(args.out)
     _, _, fits = fit_source(
         args.src, None, args.count, args.bootstrap, args.seed, plots=False, n_starts=args.starts
     )

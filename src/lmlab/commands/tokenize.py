@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from lmlab.commands.common import console
 from lmlab.config import DataConfig, ModelConfig, RunConfig
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import build_shards, get_tokenizer
+from lmlab.runs import TOKENIZER_FILE, check_empty_output, lock_dir, write_json
 
 
 @dataclass
@@ -19,7 +19,7 @@ class TokenizeArgs:
     """Train a tokenizer on a corpus, write tokenizer.json, and build the token shards."""
 
     out: Path
-    """Directory for tokenizer.json and stats.json."""
+    """New (or empty) directory for tokenizer.json and stats.json."""
     corpus: str = "python-stdlib"
     """A source name or a path (file, folder, glob, .jsonl)."""
     tokenizer: str = "bpe"
@@ -35,6 +35,7 @@ class TokenizeArgs:
 def run(argv: list[str]) -> None:
     args = parse(TokenizeArgs, argv, "lmlab tokenize")
     check_count("--vocab-size", args.vocab_size, MAX_VOCAB)
+    check_empty_output(args.out)  # before the work: a run's tokenizer is never replaced
     cfg = RunConfig(
         model=ModelConfig(vocab_size=args.vocab_size),
         data=DataConfig(args.corpus, args.tokenizer, args.text_field, args.val_fraction),
@@ -42,8 +43,6 @@ def run(argv: list[str]) -> None:
     corpus = load_corpus(args.corpus, args.val_fraction, args.text_field)
     tok = get_tokenizer(cfg, corpus)
     shards = build_shards(corpus, tok)
-    args.out.mkdir(parents=True, exist_ok=True)
-    tok.save(args.out / "tokenizer.json")
     stats = {
         "corpus": args.corpus,
         "vocab_size": tok.vocab_size,
@@ -52,5 +51,8 @@ def run(argv: list[str]) -> None:
         "chars_per_token": round(corpus.n_chars / max(1, len(shards.train) + len(shards.val)), 3),
         "shards": str(shards.path),
     }
-    (args.out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    with lock_dir(args.out):
+        check_empty_output(args.out)  # again, under the lock: nothing appeared meanwhile
+        tok.save(args.out / TOKENIZER_FILE)
+        write_json(args.out / "stats.json", stats)
     console.print_json(data=stats)

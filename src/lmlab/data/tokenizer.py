@@ -404,13 +404,20 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
-        """The tokenizer saved at `path` by `save`."""
+        """The tokenizer saved at `path` by `save` (ValueError, one line, if it is not one)."""
         path = Path(path)
-        hf = HFTokenizer.from_file(str(path))
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises bare Exceptions for malformed files
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(f"cannot load tokenizer {path}: {first}") from None
         sidecar = path.with_name(path.stem + CONFIG_SUFFIX)
-        if reserves_lmlab_tokens(hf) or not sidecar.is_file():
-            return cls(hf)
-        return cls(hf, json.loads(sidecar.read_text()))
+        try:
+            if reserves_lmlab_tokens(hf) or not sidecar.is_file():
+                return cls(hf)
+            return cls(hf, json.loads(sidecar.read_text()))
+        except (ValueError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot use tokenizer {path}: {e}") from None
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> Tokenizer:
@@ -565,7 +572,4 @@ def build_tokenizer(kind: str, texts: Iterator[str] | list[str], vocab_size: int
         path = path / "tokenizer.json"
     if not path.is_file():
         raise ValueError(f"tokenizer {kind!r} is neither char, byte, bpe nor a tokenizer.json file")
-    try:
-        return Tokenizer.load(path)
-    except Exception as e:  # tokenizers raises bare Exceptions for malformed files
-        raise ValueError(f"cannot load tokenizer {path}: {e}") from None
+    return Tokenizer.load(path)

@@ -13,7 +13,12 @@ engine and write `lmlab.data.prefs` rows.
 - `label_session` (`lmlab label`) shows a person two sampled answers and appends their choice
   as one row, flushed and fsynced before the next question appears, so killing the process
   never loses a label that was given. Running it again with the same output skips every prompt
-  already labelled (rows carry the prompt's id), so a session can be resumed at any time.
+  already labelled (rows carry the prompt's id), so a session can be resumed at any time; a
+  last line torn by a kill mid-write is repaired (or, if incomplete, dropped and its prompt
+  asked again) before anything is appended.
+
+Both check their output before any sampling and hold a lock on it (`.NAME.lock` beside it)
+while they write: a second process writing the same file gets one error naming the first.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from rich.progress import Progress
 from lmlab.data import world
 from lmlab.data.prefs import DEFAULT_MARGIN, Pair, PrefsError, world_prompts
 from lmlab.infer import Engine, SamplingParams
+from lmlab.runs import check_output_file, lock_file
 
 Judge = Callable[[world.Problem, str], float]
 """A score of a response to a world problem; the higher-scored response is preferred."""
@@ -104,8 +110,47 @@ def generate_prefs(
         raise PrefsError(f"label noise must be in [0, 0.5), got {noise}")
     if margin < 0:
         raise PrefsError(f"margin must be >= 0, got {margin}")
+    _check_new_output(out)
+    with lock_file(out):
+        _check_new_output(out)  # again, under the lock
+        return _generate_prefs(
+            run_dir,
+            tasks,
+            n_prompts,
+            k,
+            out,
+            noise,
+            seed,
+            temperature,
+            max_new_tokens,
+            margin,
+            batch,
+            show_progress,
+            judge,
+        )
+
+
+def _check_new_output(out: Path) -> None:
+    check_output_file(out)
     if out.exists():
         raise PrefsError(f"{out} exists; choose another --out (nothing was overwritten)")
+
+
+def _generate_prefs(
+    run_dir: Path,
+    tasks: list[str],
+    n_prompts: int,
+    k: int,
+    out: Path,
+    noise: float,
+    seed: int,
+    temperature: float,
+    max_new_tokens: int,
+    margin: float,
+    batch: int,
+    show_progress: bool,
+    judge: Judge,
+) -> dict[str, Any]:
     eng = Engine.from_checkpoint(run_dir)
     tok = eng.tokenizer
     problems = world_prompts(tasks, n_prompts, seed)
@@ -149,6 +194,30 @@ def labelled_ids(path: Path) -> set[str]:
     return ids
 
 
+def repair_tail(path: Path) -> str | None:
+    """Make `path` end with a complete line before rows are appended to it. A last line left
+    without its newline by a kill mid-write gets the newline if it is a whole JSON row, and is
+    dropped otherwise (its prompt was never recorded as labelled, so it is asked again).
+    Returns what was done, or None when the file was whole."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return None
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+    except ValueError:  # torn mid-row (or not UTF-8): keep only the complete lines
+        with path.open("r+b") as f:
+            f.truncate(cut)
+            os.fsync(f.fileno())
+        return f"dropped a torn last line of {path} ({len(data) - cut} bytes)"
+    with path.open("ab") as f:
+        f.write(b"\n")
+        os.fsync(f.fileno())
+    return f"completed the last line of {path}"
+
+
 def _append(path: Path, row: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -167,10 +236,30 @@ def label_session(
     ask: Callable[[str], str] = input,
     console: Console | None = None,
 ) -> dict[str, int]:
-    """Ask a person about up to `n` prompts; returns counts of labelled/skipped prompts."""
+    """Ask a person about up to `n` prompts; returns counts of labelled/skipped prompts.
+    `out` is checked, locked and repaired (`repair_tail`) before the first question."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    check_output_file(out)
     console = console or Console()
+    with lock_file(out):
+        note = repair_tail(out)
+        if note:
+            console.print(note)
+        return _label(run_dir, out, n, tasks, seed, max_new_tokens, temperature, ask, console)
+
+
+def _label(
+    run_dir: Path,
+    out: Path,
+    n: int,
+    tasks: list[str],
+    seed: int,
+    max_new_tokens: int,
+    temperature: float,
+    ask: Callable[[str], str],
+    console: Console,
+) -> dict[str, int]:
     done = labelled_ids(out)
     engine = Engine.from_checkpoint(run_dir)
     tok = engine.tokenizer

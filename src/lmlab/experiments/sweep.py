@@ -4,7 +4,9 @@ SWEEP/runs/NAME.
 Runs execute in parallel worker processes and the runner is resumable: a finished run (its
 checkpoint at its last step) is skipped, an interrupted one continues from its latest checkpoint
 (`pretrain(resume=True)`, exact on CPU), and a run killed before its first checkpoint starts
-over. After every run the results are rewritten (`lmlab.scaling.results`).
+over. After every run the results are rewritten (`lmlab.scaling.results`). One runner works on
+a sweep at a time (it holds SWEEP/.lock); run names come from plan.json and are refused unless
+each is one plain folder under SWEEP/runs (`lmlab.scaling.plan.load_plan`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from lmlab.config import RunConfig
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import build_shards, get_tokenizer
+from lmlab.runs import lock_dir
 from lmlab.scaling.fit import ScalingError
 from lmlab.scaling.plan import load_plan
 from lmlab.scaling.results import run_dir, run_status, write_results
@@ -77,6 +80,14 @@ def run_sweep(
     """
     if workers < 1:
         raise ScalingError(f"--workers must be >= 1, got {workers}")
+    load_plan(sweep)  # a sweep, with safe run names, before anything is locked or written
+    with lock_dir(sweep):  # one runner per sweep: a second would delete the first's new runs
+        return _run_sweep(sweep, workers, threads or 1, report)
+
+
+def _run_sweep(
+    sweep: Path, workers: int, threads: int, report: Callable[[str], None]
+) -> list[dict[str, Any]]:
     plan = load_plan(sweep)
     status = {r["name"]: run_status(sweep, r, plan["corpus"]) for r in plan["runs"]}
     todo = [r for r in plan["runs"] if status[r["name"]] != "done"]
@@ -92,7 +103,6 @@ def run_sweep(
     for r in todo:
         if status[r["name"]] == "broken":  # killed before its first checkpoint: nothing to keep
             shutil.rmtree(run_dir(sweep, r["name"]))
-    threads = threads or 1
     t0 = time.perf_counter()
     predicted = {r["name"]: r["predicted_loss"] for r in plan["runs"] if "predicted_loss" in r}
 

@@ -31,7 +31,7 @@ import torch
 from lmlab.lab.config import LabConfig
 from lmlab.lab.report import write_report
 from lmlab.lab.steps import STEP_NAMES, STEPS, Lab, Step
-from lmlab.runs import RunDirError, write_json
+from lmlab.runs import LOCK_FILE, RunDirError, check_output_dir, lock_dir, write_json
 
 LAB_FILE = "lab.json"
 
@@ -132,7 +132,8 @@ def _open(out: Path, cfg: LabConfig | None, resume: bool) -> dict[str, Any]:
         return record
     if path.is_file():
         raise LabError(f"{out} already holds a lab run; continue it with --resume {out}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    check_output_dir(out)
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise RunDirError(f"{out} exists and is not an empty folder; choose another --out")
     assert cfg is not None
     return {
@@ -160,7 +161,21 @@ def run_lab(
     show_progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> LabResult:
-    """Run (or, with `resume`, continue) a lab run in `out`, then write its report card."""
+    """Run (or, with `resume`, continue) a lab run in `out`, then write its report card,
+    holding the lab folder's lock (`lmlab.runs.lock_dir`) throughout."""
+    _open(out, cfg, resume)  # checked before the folder is locked (and so created)
+    with lock_dir(out):
+        return _run_lab(out, cfg, stages, resume, show_progress, say)
+
+
+def _run_lab(
+    out: Path,
+    cfg: LabConfig | None,
+    stages: Sequence[str] | None,
+    resume: bool,
+    show_progress: bool,
+    say: Callable[[str], None],
+) -> LabResult:
     record = _open(out, cfg, resume)
     cfg = LabConfig.from_dict(record["config"])
     done = {n for n, s in record["steps"].items() if s.get("status") == "done"}

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -60,7 +61,7 @@ from lmlab.config import ModelConfig, MoEConfig, RunConfig
 from lmlab.data.tokenizer import Tokenizer
 from lmlab.model.load import save_model
 from lmlab.model.transformer import Transformer
-from lmlab.runs import check_new_run_dir, write_run_files
+from lmlab.runs import CheckpointError, check_new_run_dir, inside, write_run_files
 
 
 class HFFormatError(ValueError):
@@ -423,7 +424,12 @@ def load_hf(src: Path, context_length: int | None = None) -> Transformer:
     src = Path(src)
     if not (src / "config.json").is_file():
         raise HFFormatError(f"{src} is not a Hugging Face checkpoint (no config.json)")
-    cfg = model_config_from_hf(_read_json(src / "config.json"))
+    try:
+        cfg = model_config_from_hf(_read_json(src / "config.json"))
+    except KeyError as e:
+        raise HFFormatError(f"{src / 'config.json'} lacks the setting {e.args[0]!r}") from None
+    except (TypeError, AttributeError) as e:
+        raise HFFormatError(f"{src / 'config.json'} has a setting of the wrong type: {e}") from None
     if context_length is not None:
         if not 0 < context_length <= cfg.context_length:
             raise HFFormatError(
@@ -433,19 +439,32 @@ def load_hf(src: Path, context_length: int | None = None) -> Transformer:
         cfg.context_length = context_length
     index = src / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(_read_json(index)["weight_map"].values()))
+        record = _read_json(index)
+        weight_map = record.get("weight_map") if isinstance(record, dict) else None
+        shards = list(weight_map.values()) if isinstance(weight_map, dict) else []
+        if not shards or not all(isinstance(f, str) for f in shards):
+            raise HFFormatError(f"{index} has no weight_map of tensor names to shard files")
+        files = sorted(set(shards))
     elif (src / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
         raise HFFormatError(f"{src} holds no model.safetensors (pytorch .bin is not supported)")
     sd: dict[str, Tensor] = {}
     for f in files:
-        sd |= load_file(str(src / f))
+        try:
+            path = inside(src, f, "shard file")  # a planted ../x must not be read
+            sd |= load_file(str(path))
+        except (CheckpointError, SafetensorError, OSError) as e:
+            raise HFFormatError(f"cannot read shard {f!r} of {src}: {e}") from None
     biases = [t for k, t in sd.items() if "self_attn." in k and k.endswith("_proj.bias")]
     if cfg.qkv_bias and all(t.abs().max() == 0 for t in biases):
         cfg.qkv_bias = False  # placeholder zeros (what an lmlab export writes for Qwen2-MoE)
     model = Transformer(cfg)
-    model.load_state_dict(from_hf_state_dict(cfg, sd))
+    try:
+        model.load_state_dict(from_hf_state_dict(cfg, sd))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise HFFormatError(f"{src} does not match its config.json: {first}") from None
     return model.eval()
 
 

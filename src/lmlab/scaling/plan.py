@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,17 +29,19 @@ from typing import Any
 
 import torch
 
-from lmlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lmlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, build_config
 from lmlab.data.corpora import load_corpus
 from lmlab.data.shards import get_tokenizer
 from lmlab.model.transformer import Transformer, flops_per_token, param_counts
-from lmlab.runs import write_atomic
+from lmlab.runs import LOCK_FILE, check_output_dir, lock_dir, write_atomic
 from lmlab.scaling.config import PlanConfig, ScalingError
 
 PLAN_FILE = "plan.json"
 # Below this many tokens per optimizer step, AdamW's beta2 = 0.95 is too short a memory for the
 # noisy small-batch gradients (Porian et al. 2024 use 0.99 at small batch sizes).
 SMALL_BATCH_TOKENS = 2**18
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+"""What a planned run may be called (its folder under SWEEP/runs)."""
 
 
 @dataclass
@@ -253,12 +256,31 @@ def make_plan(cfg: PlanConfig, fingerprint: str | None = None) -> dict[str, Any]
     }
 
 
+def check_plan_out(out: Path) -> None:
+    """Refuse, before any planning, an --out that cannot take a sweep: a file, an unwritable
+    place, a folder another process is writing, or a non-empty folder that is not a sweep (a
+    run's directory, say: planning into it would mix a sweep into the run)."""
+    check_output_dir(out)
+    if (
+        out.is_dir()
+        and not (out / PLAN_FILE).is_file()
+        and any(p.name != LOCK_FILE for p in out.iterdir())
+    ):
+        raise ScalingError(f"{out} is not empty and holds no sweep; choose another --out")
+
+
 def write_plan(plan: dict[str, Any], out: Path) -> Path:
-    """Write OUT/plan.json; refuses a directory that holds a sweep of another corpus or
-    another plan with runs already started."""
+    """Write OUT/plan.json (holding OUT's lock); refuses a directory that is not empty and not
+    a sweep, or that holds a sweep of another corpus or another plan with runs started."""
+    check_plan_out(out)
+    with lock_dir(out):
+        _check_replan(plan, out)
+        write_atomic(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
+    return out / PLAN_FILE
+
+
+def _check_replan(plan: dict[str, Any], out: Path) -> None:
     path = out / PLAN_FILE
-    if out.exists() and not out.is_dir():
-        raise ScalingError(f"{out} exists and is not a directory")
     if path.is_file():
         old = load_plan(out)
         if old["corpus"] != plan["corpus"] or (
@@ -277,10 +299,6 @@ def write_plan(plan: dict[str, Any], out: Path) -> Path:
                 f"{out} holds a different plan with {len(started)} run(s) started; "
                 "choose another --out"
             )
-    out.mkdir(parents=True, exist_ok=True)
-
-    write_atomic(path, json.dumps(plan, indent=2) + "\n")
-    return path
 
 
 def load_plan(sweep: Path) -> dict[str, Any]:
@@ -295,12 +313,29 @@ def load_plan(sweep: Path) -> dict[str, Any]:
         raise ScalingError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(plan, dict) or not {"corpus", "runs", "settings"} <= plan.keys():
         raise ScalingError(f"{path} is not an lmlab sweep plan (needs corpus, runs, settings)")
+    if not isinstance(plan["runs"], list) or not plan["runs"]:
+        raise ScalingError(f"{path} lists no runs")
+    names = set()
+    for r in plan["runs"]:
+        name = r.get("name") if isinstance(r, dict) else None
+        # a run name becomes SWEEP/runs/NAME, which `scaling run` may delete and retrain: it
+        # must be one plain folder name, never a path (`../x`, `/abs`)
+        if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in names:
+            raise ScalingError(
+                f"{path} names a run {str(name)[:80]!r}: run names must be distinct plain "
+                "folder names (letters, digits, . _ + -), not paths; refused"
+            )
+        names.add(name)
     return plan
 
 
 def plan_config(plan: dict[str, Any]) -> PlanConfig:
+    """The plan's settings, type-checked (`build_config`); settings this version no longer has
+    are ignored, so older plans still load."""
+    if not isinstance(plan["settings"], dict):
+        raise ScalingError("a plan's settings must be a JSON object")
     names = set(PlanConfig.__dataclass_fields__)
-    return PlanConfig(**{k: v for k, v in plan["settings"].items() if k in names})
+    return build_config(PlanConfig, {k: v for k, v in plan["settings"].items() if k in names})
 
 
 def nearest_shape(cfg: PlanConfig, n: float) -> Shape:

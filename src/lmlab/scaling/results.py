@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from lmlab.config import RunConfig
-from lmlab.runs import CheckpointError, latest_checkpoint, write_atomic
+from lmlab.runs import (
+    CheckpointError,
+    inside,
+    latest_checkpoint,
+    read_checkpoint_state,
+    write_atomic,
+)
 from lmlab.scaling.fit import Points, ScalingError
 from lmlab.scaling.plan import load_plan
 
@@ -34,16 +40,16 @@ POINT_COLUMNS = (
 
 
 def run_dir(sweep: Path, name: str) -> Path:
-    return sweep / "runs" / name
+    """SWEEP/runs/NAME, for a run name read from plan.json: refused unless it stays there."""
+    return inside(sweep / "runs", name, "run name")
 
 
 def _checkpoint_step(path: Path) -> int | None:
-
     try:
         ckpt = latest_checkpoint(path)
     except CheckpointError:
         return None
-    return int(json.loads((ckpt / "state.json").read_text())["step"])
+    return int(read_checkpoint_state(ckpt)["step"])
 
 
 def run_status(sweep: Path, run: dict[str, Any], corpus: str) -> str:

@@ -4,7 +4,8 @@ The on-disk layout and its atomic writes belong to `lmlab.runs` (see there). Thi
 what only training needs: weights and optimizer state are gathered as *full* state dicts keyed
 by parameter name (`torch.distributed.checkpoint.state_dict`), so one format serves a single
 process, DDP and FSDP2, and a run can resume on a different number of processes; resuming also
-restores every random generator.
+restores every random generator. Optimizer and RNG state are read as data only
+(`lmlab.runs.read_state_file`: checksummed, `weights_only=True`), never as code.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lmlab.model.load import tied_aliases
 from lmlab.runs import (
     CheckpointError,
     read_checkpoint_state,
+    read_state_file,
     read_weights,
     set_rng_state,
     write_checkpoint,
@@ -63,20 +65,30 @@ def load_checkpoint(
     restore_rng: bool = False,
 ) -> dict[str, Any]:
     """Load weights (and optionally optimizer and RNG state) from `path`; return its state.
-    Works on plain, DDP-wrapped and FSDP2-sharded models alike (every rank reads the files)."""
+    Works on plain, DDP-wrapped and FSDP2-sharded models alike (every rank reads the files).
+    Every file is read and checked (checksums, data only) before anything is set, so a damaged
+    file is one CheckpointError that leaves the model, optimizer and generators untouched."""
+    state = read_checkpoint_state(path)
     tensors = read_weights(path, tied_aliases(model))
+    optim_state = read_state_file(path, "optim.pt") if optimizer is not None else None
+    rng = read_state_file(path, "rng.pt") if restore_rng else None
     try:
         set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True))
         if optimizer is not None:
             set_optimizer_state_dict(
-                model,
-                optimizer,
-                torch.load(path / "optim.pt", weights_only=False),
-                options=StateDictOptions(full_state_dict=True),
+                model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True)
             )
-    except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} does not match the model: {first}") from None
-    if restore_rng:
-        set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    return read_checkpoint_state(path)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path} does not match the model: {_first(e)}") from None
+    if rng is not None:
+        try:
+            set_rng_state(rng)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{path / 'rng.pt'} is not an RNG state: {_first(e)}") from None
+    return state
+
+
+def _first(e: BaseException) -> str:
+    """The first line of an exception's message (or its type's name)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__

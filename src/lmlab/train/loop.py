@@ -9,6 +9,10 @@ FSDP2 (`--train.parallel fsdp`: parameters, gradients and optimizer state sharde
 
 Phases with their own outer loop (PPO: rollouts, then several epochs of minibatches) call
 `Trainer.step` directly instead of `Trainer.fit`.
+
+A step whose loss or gradient norm is NaN or infinite stops the run (`NonFiniteError`, one line)
+before the optimizer touches the weights: nothing diverged is ever checkpointed, and the run's
+latest checkpoint stays the last good one (docs/reliability.md, "NaN policy").
 """
 
 from __future__ import annotations
@@ -32,7 +36,14 @@ from torch import Tensor, nn
 from lmlab.config import TrainConfig
 from lmlab.model.load import tied_aliases
 from lmlab.model.moe import clear_balance_counts, update_balance_bias
-from lmlab.runs import METRICS_FILE, latest_checkpoint, write_atomic, write_checkpoint
+from lmlab.runs import (
+    METRICS_FILE,
+    CheckpointError,
+    NonFiniteError,
+    latest_checkpoint,
+    write_atomic,
+    write_checkpoint,
+)
 from lmlab.train.checkpoint import full_state, load_checkpoint
 
 Objective = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
@@ -58,6 +69,8 @@ def init_distributed(device: str = "auto") -> tuple[Dist, torch.device]:
     """Join the process group when launched by torchrun; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     d = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--train.device {device}: CUDA is not available on this machine")
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         dev = (
@@ -188,11 +201,12 @@ class Trainer:
             sums["loss"] = sums.get("loss", 0.0) + loss.detach().item()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            if self.cfg.grad_clip > 0
-            else torch.zeros(())
-        )
+        # the global norm is measured even when clipping is off: it is the divergence check
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+            grad_norm = grad_norm.full_tensor()
+        self.check_finite(sums["loss"] / len(micro), float(grad_norm))
         self.optimizer.step()
         update_balance_bias(self.model)  # MoE: once per step, from the global expert load
         self.optimizer.zero_grad(set_to_none=True)
@@ -205,11 +219,32 @@ class Trainer:
         if counted is not None:
             n_tokens = round(out.pop("tokens_counted") * self.dist.world)
         self.tokens += n_tokens
-        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
-            grad_norm = grad_norm.full_tensor()
         out["grad_norm"] = float(grad_norm)
         out["lr"] = lr
         return out
+
+    def check_finite(self, loss: float, grad_norm: float) -> None:
+        """Stop (NonFiniteError) before the update if this step's loss or gradient norm is NaN
+        or infinite on any rank. Stopping was chosen over skipping the batch and rolling back
+        (as PaLM and OLMo do at scale): on a lab's runs a NaN almost always means a setting to
+        change (a learning rate too high), which a skipped batch would hide."""
+        ok = math.isfinite(loss) and math.isfinite(grad_norm)
+        if self.dist.world > 1:  # every rank stops together, or none does
+            flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            ok = bool(flag.item())
+        if ok:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            kept = f"the last good checkpoint, {latest_checkpoint(self.run_dir)}, is kept"
+        except CheckpointError:
+            kept = "no checkpoint had been written yet"
+        raise NonFiniteError(
+            f"training diverged at step {self.step_count + 1}: loss {loss:.4g}, gradient norm "
+            f"{grad_norm:.4g}; stopped before updating the weights and {kept}; lower --train.lr "
+            f"(now {self.cfg.lr:g}) or lengthen --train.warmup-steps, then start again"
+        )
 
     def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         if self.dist.world == 1 or not values:
@@ -237,14 +272,25 @@ class Trainer:
     # --- checkpoints and metrics ------------------------------------------------------------
 
     def save(self, extra: dict[str, Any] | None = None) -> None:
+        """Checkpoint the run (rank 0 writes). A write that fails — weights that are not
+        finite, a full disk — raises on every rank, so no rank waits for one that stopped."""
         state = {"step": self.step_count, "tokens": self.tokens, **(extra or {})}
         msd, osd = full_state(self.model, self.optimizer)  # collective under torchrun
+        failed: ValueError | None = None
         if self.dist.is_main:
-            write_checkpoint(
-                self.run_dir, msd, osd, state, self.cfg.keep_ckpts, tied_aliases(self.model)
-            )
-        if self.dist.world > 1:
-            dist.barrier()
+            try:
+                write_checkpoint(
+                    self.run_dir, msd, osd, state, self.cfg.keep_ckpts, tied_aliases(self.model)
+                )
+            except ValueError as e:  # NonFiniteError, CheckpointError
+                failed = e
+        if self.dist.world > 1:  # also the barrier: every rank waits for rank 0's write
+            flag = torch.tensor([0.0 if failed is None else 1.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if failed is None and flag.item() > 0:
+                raise CheckpointError(f"rank 0 could not write the checkpoint of {self.run_dir}")
+        if failed is not None:
+            raise failed
 
     def resume(self) -> dict[str, Any]:
         """Restore model, optimizer, RNG and counters from the run's latest checkpoint."""

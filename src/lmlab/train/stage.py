@@ -7,11 +7,15 @@ returns a `StageResult` (its run directory and summary metrics). Each one begins
 - validates the loop settings (the stage has validated its own),
 - decides device, rank and autocast once (`init_distributed`): every Trainer, scoring pass and
   rollout of the stage uses `Stage.device`, `Stage.dist` and `Stage.autocast()`,
-- refuses an occupied output directory, or on `resume` checks that it holds a run of this stage,
+- refuses an occupied, unwritable or locked output directory, or on `resume` locks it and checks
+  that it holds a run of this stage whose latest checkpoint reads back whole,
 - seeds torch,
 - records the stage in `stage.json` (name, base run, settings, status "running"),
 
 and ends with `Stage.finish(summary)`, which writes the summary, the wall time and status "done".
+One process writes a run at a time: the stage holds the run's lock (`lmlab.runs.lock_dir`) from
+its first write (at once on resume; with the run files on a fresh start, so that bad input
+leaves nothing behind) until `finish`; a second writer gets one error naming the holder's pid.
 `--resume` rebuilds the call from `stage.json` (see each stage's `resume`), each Trainer picks up
 its latest checkpoint, and values measured before training started (`Stage.once`) are read back
 instead of being measured again on trained weights. `lmlab run` reads the same records to skip
@@ -39,9 +43,13 @@ from lmlab.model.transformer import Transformer
 from lmlab.runs import (
     METRICS_FILE,
     STAGE_FILE,
+    Lock,
     Saveable,
+    check_checkpoint,
     check_new_run_dir,
     has_checkpoint,
+    latest_checkpoint,
+    lock_dir,
     read_stage,
     require_stage,
     start_stage_record,
@@ -74,6 +82,8 @@ class Stage:
     show_progress: bool
     record: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    lock: Lock | None = None
+    """The run's lock while this (main) process writes it."""
 
     @property
     def is_main(self) -> bool:
@@ -94,6 +104,13 @@ class Stage:
         loaded and checked, so bad input leaves no half-made run behind."""
         if not self.is_main:
             return
+        if self.lock is None and not self.resume:  # take the lock, then check again under it
+            self.lock = lock_dir(self.out)
+            try:
+                check_new_run_dir(self.out, self.name)
+            except ValueError:
+                self.release()
+                raise
         if not self._recorded:
             self.record = start_stage_record(self.out, **self.record)
         elif self.record.get("status") != "running":  # a resume: running again from here on
@@ -150,9 +167,16 @@ class Stage:
                 seconds=round(seconds, 2),
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
             )
+        self.release()
         if self.dist.world > 1:
             dist.barrier()
         return StageResult(self.out, summary)
+
+    def release(self) -> None:
+        """Let go of the run's lock (`finish` does; the kernel does when the process ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def settings_of(**configs: Any) -> dict[str, Any]:
@@ -180,8 +204,17 @@ def start_stage(
     """Begin stage `name` writing to `out` (see the module docstring for what this does)."""
     train.validate()
     rank, device = init_distributed(train.device)
+    lock = None
     if resume:
-        record = read_stage(out) if name == "pretrain" else require_stage(out, name)
+        lock = lock_dir(out) if rank.is_main and out.is_dir() else None
+        try:
+            record = read_stage(out) if name == "pretrain" else require_stage(out, name)
+            if has_checkpoint(out):  # a damaged checkpoint is found before anything is written
+                check_checkpoint(latest_checkpoint(out))
+        except ValueError:
+            if lock is not None:
+                lock.release()
+            raise
     else:
         check_new_run_dir(out, name)
         record = None
@@ -190,7 +223,8 @@ def start_stage(
     torch.manual_seed(train.seed)
     if record is None:  # written with the run files (Stage.write_run_files)
         record = {"stage": name, "base": base, "settings": settings, "state": {}}
-    return Stage(name, out, train, rank, device, resume, show_progress and rank.is_main, record)
+    show = show_progress and rank.is_main
+    return Stage(name, out, train, rank, device, resume, show, record, lock=lock)
 
 
 def finished_summary(out: Path) -> dict[str, Any] | None:
