@@ -58,7 +58,8 @@ def agreement(outs: list[list[Completion]]) -> float:
         for b in range(a + 1, len(outs)):
             for ca, cb in zip(outs[a], outs[b], strict=True):
                 steps = min(len(ca.token_ids), len(cb.token_ids))
-                same += sum(x == y for x, y in zip(ca.token_ids[:steps], cb.token_ids[:steps]))
+                pairs = zip(ca.token_ids[:steps], cb.token_ids[:steps], strict=True)
+                same += sum(x == y for x, y in pairs)
                 total += steps
     return same / max(total, 1)
 
@@ -86,9 +87,7 @@ def main() -> None:
         for i in range(0, len(prompts), 8):  # 8 prompts x k samples per call
             outs += eng.generate(prompts[i : i + 8], params)
         out[f"agreement_{label}"] = round(agreement(outs), 4)
-        results = parse_strategy(f"sc@{args.k}", task=args.task, seed=args.seed).run(
-            eng, problems
-        )
+        results = parse_strategy(f"sc@{args.k}", task=args.task, seed=args.seed).run(eng, problems)
         acc = sum(is_correct(p, r.answer) for p, r in zip(problems, results, strict=True))
         out[f"sc_{label}"] = acc / args.n
         # best-of-n by the samples' own likelihood, scored by the hidden gold judge
