@@ -36,6 +36,7 @@ from lmlab.config import (
     TrainConfig,
     sft_train_config,
 )
+from lmlab.data.corpora import load_corpus
 from lmlab.eval.harness import evaluate_task
 from lmlab.experiments.config import SIZES, LadderConfig
 from lmlab.infer import Engine
@@ -233,6 +234,7 @@ def run_ladder(
 
     cfg.validate()
     sizes = cfg.sizes()
+    load_corpus(cfg.corpus)  # a bad corpus is refused before the study makes its folder
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for name in sizes:

@@ -39,7 +39,7 @@ from lmlab.data import world
 from lmlab.data.prefs import world_prompts
 from lmlab.eval.annotate import generate_prefs
 from lmlab.infer import Engine, SamplingParams
-from lmlab.model.load import load_reward_model
+from lmlab.model.load import load_reward_model, load_run
 from lmlab.model.scoring import score_rows
 from lmlab.train.ppo import train_ppo
 from lmlab.train.reward import train_reward_model
@@ -143,6 +143,7 @@ def run_overopt(
     (noisy) preference pairs and scores both arms' responses."""
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; choose another --out")
+    load_run(sft_run)  # a missing or damaged run is refused before the study makes its folder
     out.mkdir(parents=True, exist_ok=True)
     ppo = ppo or PPOConfig(tasks=list(tasks), iterations=60, kl_beta=0.0)
     rm_train = rm_train or TrainConfig(
