@@ -159,13 +159,15 @@ exec(sys.argv[4])
 
 def run_killed(module: str, function: str, nth: int, code: str) -> None:
     """Run `code` in a fresh Python process that is SIGKILLed (no clean-up of any kind) on the
-    `nth` call of `module.function`; assert that the kill happened."""
+    `nth` call of `module.function`; assert that the kill happened. The process gets this one's
+    torch thread count: a float reduction's order, and so its last bits, follow the threads."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, module, function, str(nth), code],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
-        env=dict(os.environ),
+        env=env,
     )
     assert proc.returncode == -9, proc.stderr[-2000:]
 

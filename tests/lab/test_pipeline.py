@@ -45,7 +45,7 @@ def _card(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_lab(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
     out = tmp_path_factory.mktemp("lab") / "tiny"
     run_lab(out, preset("tiny"), show_progress=False, say=lambda _: None)
     return out

@@ -121,8 +121,14 @@ def _run_sweep(
         )
 
     if workers == 1:
-        for r in todo:
-            finished(_train_one(str(sweep), r, status[r["name"]] == "partial", threads))
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            for r in todo:
+                finished(_train_one(str(sweep), r, status[r["name"]] == "partial", threads))
+        finally:
+            torch.set_num_threads(before)  # the caller's process keeps its own setting
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
