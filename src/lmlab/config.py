@@ -165,6 +165,15 @@ class TrainConfig:
     """Fraction of steps spent decaying in the 'wsd' schedule."""
     weight_decay: float = 0.1
     """AdamW weight decay (matrices only, not norms or embeddings)."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """'adamw', or 'muon': Muon for the transformer blocks' matrices and AdamW for the rest
+    (embeddings, output projection, norms), as in modded-nanogpt and nanochat."""
+    muon_lr: float = 0.02
+    """Muon's peak learning rate (it follows the same schedule as lr, scaled by muon_lr / lr)."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum."""
+    muon_weight_decay: float = 0.0
+    """Muon's decoupled weight decay (p <- p (1 - lr wd))."""
     beta1: float = 0.9
     """AdamW beta1."""
     beta2: float = 0.95
@@ -185,6 +194,9 @@ class TrainConfig:
     """Seed for init, data order and dropout-free training (exactly reproducible on CPU)."""
     compile: bool = False
     """Compile the model with torch.compile."""
+    cpu_bf16: bool = False
+    """bf16 autocast on the CPU too (it is always on with CUDA): matmuls in bfloat16 on CPUs
+    with AMX or AVX512-BF16 units, float32 master weights and optimizer."""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda[:N]'."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
@@ -197,6 +209,10 @@ class TrainConfig:
             raise ValueError("eval and checkpoint intervals must be >= 1")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError("need 0 <= min_lr <= lr and lr > 0")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
+        if self.muon_lr <= 0 or not 0 <= self.muon_momentum < 1 or self.muon_weight_decay < 0:
+            raise ValueError("need muon_lr > 0, 0 <= muon_momentum < 1 and muon_weight_decay >= 0")
 
 
 @dataclass
