@@ -243,6 +243,9 @@ class SFTConfig:
     step), or 'both' (half each)."""
     tasks: str = "arith,chain,countdown,strings,icl"
     """Comma-separated world families to draw chats from (at the world's default weights)."""
+    mix: str = ""
+    """A world mix in the corpus option syntax, replacing `tasks`: task weights, knobs and
+    per-task worked-solution fractions (e.g. `arith=3:arith.op=add:icl=2:icl.k=4-8:icl.cot=0`)."""
     val_fraction: float = 0.05
     """Fraction of chats held out for the validation loss."""
     pack: bool = True
