@@ -50,13 +50,14 @@ from lmlab.config import (
     preset,
     sft_train_config,
 )
+from lmlab.data.corpora import load_corpus
 from lmlab.data.tokenizer import Tokenizer
 from lmlab.eval.harness import evaluate
 from lmlab.infer import Engine
 from lmlab.model.transformer import Transformer
 from lmlab.train.checkpoint import load_checkpoint
 from lmlab.train.pretrain import pretrain
-from lmlab.train.sft import sft
+from lmlab.train.sft import sft, world_chats
 
 TARGETS: dict[str, tuple[str, str, float | None]] = {
     "add3": ("arith:3:op=add", "cot", 0.95),
@@ -123,6 +124,22 @@ def quick(recipe: Recipe) -> Recipe:
         for p in recipe.phases
     ]
     return Recipe(recipe.what + " (quick)", run, phases)
+
+
+def training_texts(recipe: Recipe, docs: int, chats: int) -> list[str]:
+    """Everything the recipe trains on, scaled down: `docs` pretraining documents (train and
+    validation) and `chats` chats per chat phase (user and assistant turns as one text)."""
+    spec = recipe.run.data.corpus
+    if spec != "world" and not spec.startswith("world:"):
+        raise ValueError(f"recipe corpus {spec!r} is not the world")
+    options = [o for o in spec.removeprefix("world").split(":") if o and not o.startswith("n=")]
+    corpus = load_corpus(":".join(["world", f"n={docs}", *options]), recipe.run.data.val_fraction)
+    texts = corpus.train + corpus.val
+    for p in recipe.phases:
+        tasks = [t.strip() for t in p.sft.tasks.split(",") if t.strip()]
+        for chat in world_chats(chats, p.sft.seed, p.sft.style, tasks, p.sft.mix):
+            texts.append("\n".join(m["content"] for m in chat))
+    return texts
 
 
 def fit_seconds(run: Path) -> dict[int, float]:
