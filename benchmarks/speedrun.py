@@ -142,6 +142,29 @@ def training_texts(recipe: Recipe, docs: int, chats: int) -> list[str]:
     return texts
 
 
+def override(recipe: Recipe, assignments: list[str]) -> None:
+    """Apply `--set` assignments: `run.model.d_model=192`, `run.data.corpus=world:n=5000`,
+    `sft.train.lr=1e-3`, `sft.sft.replay=0.1` (a phase by name, then `train` or `sft`); values
+    are JSON where they parse as JSON, else strings."""
+    phases = {p.name: p for p in recipe.phases}
+    for item in assignments:
+        key, eq, raw = item.partition("=")
+        parts = key.split(".")
+        if not eq or len(parts) != 3:
+            raise SystemExit(f"error: --set {item!r} is not OWNER.SECTION.FIELD=VALUE")
+        owner, section, name = parts
+        target: Any = (getattr(recipe.run, section, None) if owner == "run" else None) or getattr(
+            phases.get(owner), section, None
+        )
+        if target is None or not hasattr(target, name):
+            raise SystemExit(f"error: --set {key}: no such setting in this recipe")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        setattr(target, name, value)
+
+
 def fit_seconds(run: Path) -> dict[int, float]:
     """Seconds since the start of the training loop at each logged step (from metrics.jsonl)."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -233,10 +256,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="generation batch in evaluation")
     ap.add_argument("--out", type=Path, help="run directory (default: a temporary one)")
     ap.add_argument("--quick", action="store_true", help="a tiny version (seconds; for tests)")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a recipe setting"
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     recipe = RECIPES[args.recipe]()
+    override(recipe, args.set)
     n = args.n
     if args.quick:
         recipe, n = quick(recipe), min(n, 4)
@@ -250,6 +277,7 @@ def main() -> None:
             {
                 "recipe": args.recipe,
                 "what": recipe.what,
+                "set": args.set,
                 "run": recipe.run.to_dict(),
                 "phases": [
                     {
@@ -291,6 +319,7 @@ def main() -> None:
     forget = forgetting(trained["results"], recipe.phases)
     result: dict[str, Any] = {
         "recipe": args.recipe,
+        "set": args.set,
         "quick": args.quick,
         "threads": args.threads,
         "n": n,
