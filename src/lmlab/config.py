@@ -208,6 +208,15 @@ class TrainConfig:
     """Fraction of steps spent decaying in the 'wsd' schedule."""
     weight_decay: float = 0.1
     """AdamW weight decay (matrices only, not norms or embeddings)."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """'adamw', or 'muon': Muon for the transformer blocks' matrices and AdamW for the rest
+    (embeddings, output projection, norms), as in modded-nanogpt and nanochat."""
+    muon_lr: float = 0.02
+    """Muon's peak learning rate (it follows the same schedule as lr, scaled by muon_lr / lr)."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum."""
+    muon_weight_decay: float = 0.0
+    """Muon's decoupled weight decay (p <- p (1 - lr wd))."""
     beta1: float = 0.9
     """AdamW beta1."""
     beta2: float = 0.95
@@ -228,6 +237,9 @@ class TrainConfig:
     """Seed for init, data order and dropout-free training (exactly reproducible on CPU)."""
     compile: bool = False
     """Compile the model with torch.compile."""
+    cpu_bf16: bool = False
+    """bf16 autocast on the CPU too (it is always on with CUDA): matmuls in bfloat16 on CPUs
+    with AMX or AVX512-BF16 units, float32 master weights and optimizer."""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda[:N]'."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
@@ -249,6 +261,10 @@ class TrainConfig:
             raise ValueError("need 0 <= beta1, beta2 < 1 and 0 <= decay-frac <= 1")
         if not DEVICE.fullmatch(self.device):
             raise ValueError(f"--train.device {self.device!r} is not auto, cpu, cuda or cuda:N")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
+        if self.muon_lr <= 0 or not 0 <= self.muon_momentum < 1 or self.muon_weight_decay < 0:
+            raise ValueError("need muon_lr > 0, 0 <= muon_momentum < 1 and muon_weight_decay >= 0")
 
 
 @dataclass
@@ -281,6 +297,9 @@ class SFTConfig:
         default_factory=lambda: ["arith", "chain", "countdown", "strings", "icl"]
     )
     """World families to draw chats from (at the world's default weights)."""
+    mix: str = ""
+    """A world mix in the corpus option syntax, replacing `tasks`: task weights, knobs and
+    per-task worked-solution fractions (e.g. `arith=3:arith.op=add:icl=2:icl.k=4-8:icl.cot=0`)."""
     val_fraction: float = 0.05
     """Fraction of chats held out for the validation loss."""
     pack: bool = True

@@ -274,6 +274,18 @@ def test_world_chats_have_both_styles() -> None:
     assert not {json.dumps(c.messages) for c in val} & {json.dumps(c.messages) for c in train}
 
 
+def test_world_chats_follow_a_mix() -> None:
+    mix = "arith=1:icl=1:arith.op=add:arith.digits=3:arith.cot=1:icl.k=8:icl.cot=0"
+    chats = world_chats(60, seed=0, mix=mix)
+    sums = [c for c in chats if " + " in c[0]["content"]]
+    episodes = [c for c in chats if " -> " in c[0]["content"]]
+    assert len(sums) + len(episodes) == 60 and sums and episodes
+    assert all(c[0]["content"].endswith("Think step by step.") for c in sums)
+    assert all("Answer:" not in c[1]["content"] for c in episodes)
+    with pytest.raises(SFTDataError, match="chat mix"):
+        world_chats(4, mix="n=10:arith=1")
+
+
 @pytest.mark.slow
 def test_sft_overfits_a_handful_of_chats(chat_base: Path, tmp_path: Path) -> None:
     from lmlab.infer import Engine, SamplingParams

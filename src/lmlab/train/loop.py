@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from lmlab.config import TrainConfig
 from lmlab.model.load import tied_aliases
 from lmlab.model.moe import clear_balance_counts, update_balance_bias
+from lmlab.model.transformer import Attention, SwiGLU
 from lmlab.runs import (
     METRICS_FILE,
     CheckpointError,
@@ -45,6 +46,7 @@ from lmlab.runs import (
     write_checkpoint,
 )
 from lmlab.train.checkpoint import full_state, load_checkpoint
+from lmlab.train.optim import MuonAdamW
 
 Objective = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
 BatchFn = Callable[[int, int], Any]
@@ -111,23 +113,84 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (norm gains are not decayed)."""
+def make_optimizer(
+    model: nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer `cfg.optimizer` names.
+
+    'adamw': AdamW with weight decay on matrices only (norm gains are not decayed).
+    'muon': Muon (`train/optim.py`) for the matrices of the transformer blocks, at peak learning
+    rate `muon_lr`, with the fused q/k/v and gate/up weights orthogonalised per projection;
+    AdamW as above for the rest (embeddings, output projection, norm gains, heads).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    if cfg.optimizer == "muon":
+        hidden = {
+            id(p): p
+            for block in getattr(model, "blocks", [])
+            for p in block.parameters()
+            if p.requires_grad and p.dim() >= 2
+        }
+        splits = _fused_splits(model)
+        rest = [p for p in params if id(p) not in hidden]
+        groups: list[dict[str, Any]] = [
+            {
+                "params": list(hidden.values()),
+                "muon": True,
+                "lr_scale": cfg.muon_lr / cfg.lr,
+                "momentum": cfg.muon_momentum,
+                "weight_decay": cfg.muon_weight_decay,
+                "splits": [splits.get(i) for i in hidden],
+            },
+            *_adamw_groups(rest, cfg),
+        ]
+        return MuonAdamW([g for g in groups if g["params"]], lr=cfg.lr)
     return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda"
+        _adamw_groups(params, cfg),
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=device.type == "cuda",
     )
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA; float32 elsewhere (bf16 matmuls are ~100x slower on CPUs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast_for(
+    device: torch.device, cpu_bf16: bool = False
+) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; float32 on CPUs unless `cpu_bf16` (bf16 matmuls are ~100x slower
+    on CPUs without bf16 matrix units; on ones with them, e.g. AMX, bf16 can be faster)."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_bf16):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _adamw_groups(params: list[nn.Parameter], cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Weight decay on matrices, none on vectors (norm gains, the smearing gate)."""
+    return [
+        {
+            "params": [p for p in params if p.dim() >= 2],
+            "weight_decay": cfg.weight_decay,
+            "betas": (cfg.beta1, cfg.beta2),
+        },
+        {
+            "params": [p for p in params if p.dim() < 2],
+            "weight_decay": 0.0,
+            "betas": (cfg.beta1, cfg.beta2),
+        },
+    ]
+
+
+def _fused_splits(model: nn.Module) -> dict[int, tuple[int, ...]]:
+    """Row blocks of the fused projections (by parameter id): q, k, v of `Attention.wqkv`,
+    gate and up of `SwiGLU.w13`; each is a separate linear map for Muon."""
+    out: dict[int, tuple[int, ...]] = {}
+    for m in model.modules():
+        if isinstance(m, Attention):
+            q, kv = m.n_head * m.head_dim, m.n_kv * m.head_dim
+            out[id(m.wqkv.weight)] = (q, kv, kv)
+        elif isinstance(m, SwiGLU):
+            half = m.w13.weight.shape[0] // 2
+            out[id(m.w13.weight)] = (half, half)
+    return out
 
 
 class Trainer:
@@ -169,7 +232,7 @@ class Trainer:
         self._tb: Any = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return autocast_for(self.device)
+        return autocast_for(self.device, self.cfg.cpu_bf16)
 
     # --- one optimizer step ---------------------------------------------------------------
 

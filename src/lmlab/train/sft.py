@@ -125,20 +125,35 @@ def load_chats(path: Path) -> list[Sample]:
 
 
 def world_chats(
-    n: int, seed: int = 0, style: str = "both", tasks: list[str] | None = None
+    n: int, seed: int = 0, style: str = "both", tasks: list[str] | None = None, mix: str = ""
 ) -> list[list[Message]]:
     """`n` chats on train-split world problems: direct answers, or worked solutions when the
-    user asks to think step by step ('both': each chat picks one at random)."""
+    user asks to think step by step ('both': each chat picks one at random). A `mix` in the
+    world corpus syntax (`arith=3:arith.op=add:icl.k=4-8:icl.cot=0`) replaces `tasks`: task
+    weights, knobs and per-task worked-solution fractions (`cot=` or the style elsewhere)."""
     if style not in ("both", "direct", "cot"):
         raise SFTDataError(f"style must be both, direct or cot, got {style!r}")
     names = tasks or list(world.FAMILIES)
     weights = {t: world.DEFAULT_WEIGHTS.get(t, 1.0) for t in names}
     for t in names:
         world.family(t)
+    opts = world.parse_options(mix) if mix else {}
+    if not set(opts) <= {"weights", "knobs", "cot", "cots"}:
+        raise SFTDataError("a chat mix takes task weights, TASK.KNOB, cot and TASK.cot only")
+    default = opts.get("cot", {"both": 0.5, "cot": 1.0, "direct": 0.0}[style])
+    cots = {t: opts.get("cots", {}).get(t, default) for t in world.FAMILIES}
     rng = random.Random(f"sft-style|{seed}")
     chats: list[list[Message]] = []
-    for p in world.mixed(n, seed, "train", weights):
-        cot = style == "cot" or (style == "both" and rng.random() < 0.5)
+    problems = (
+        world.mixed(n, seed, "train", opts.get("weights", weights), opts.get("knobs"))
+        if mix
+        else world.mixed(n, seed, "train", weights)
+    )
+    for p in problems:
+        if mix:
+            cot = rng.random() < cots[p.task]
+        else:
+            cot = style == "cot" or (style == "both" and rng.random() < 0.5)
         chats.append(
             [
                 {"role": "user", "content": world.prompt(p, cot)},
@@ -314,7 +329,8 @@ def sft_objective(replay: float = 0.0) -> Any:
 
 def load_sft_chats(cfg: SFTConfig) -> list[Sample]:
     if cfg.data == "world":
-        return [Sample(c) for c in world_chats(cfg.n_world, cfg.seed, cfg.style, cfg.tasks)]
+        chats = world_chats(cfg.n_world, cfg.seed, cfg.style, cfg.tasks, cfg.mix)
+        return [Sample(c) for c in chats]
     return load_chats(Path(cfg.data))
 
 

@@ -67,7 +67,10 @@ def test_string_solutions_peel_one_letter_per_line(s: str, op: str, k: int, c: s
     answer, lines = strings.solve(op, s, k, c)
     body = lines[1:]
     if op == "repeat":
-        assert lines == [f"Write {s} {k} times: {' '.join([s] * k)}."]
+        assert len(body) == k
+        for i, line in enumerate(body, 1):  # one copy per line, appended to the result so far
+            assert line == f"copy {i} of {k}: {s}, so far {s * i}"
+        assert answer == s * k
         return
     rests = [line.split(":")[0] for line in body]
     assert rests[0] == s
@@ -79,6 +82,8 @@ def test_string_solutions_peel_one_letter_per_line(s: str, op: str, k: int, c: s
             assert after == before.replace(min(before), "", 1)
         else:
             assert after == before[1:]
+    if op == "count":  # the letter counted is restated next to the letter compared
+        assert all(f", is it {c}? " in line for line in body)
     taken = [re.search(r"(?:first|last|smallest) (\w)", line) for line in body]
     if op != "length":
         for rest, m in zip(rests, taken, strict=True):

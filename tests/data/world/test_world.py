@@ -11,28 +11,30 @@ from lmlab.cli import main
 from lmlab.data import world
 from lmlab.data.corpora import SOURCES, load_corpus
 from lmlab.data.world import arith, chain, countdown, icl, strings
-from lmlab.data.world.base import key_split, split_templates
+from lmlab.data.world.base import STEP_BY_STEP as STEP
+from lmlab.data.world.base import expand, key_split, split_templates, word_distance
 
 TASKS = list(world.FAMILIES)
-TEMPLATE_LISTS = {
-    "arith": [arith.TEMPLATES],
-    "chain": [chain.QUESTIONS],
-    "countdown": [countdown.TEMPLATES],
-    "strings": list(strings.TEMPLATES.values()),
-    "icl": [icl.HEADERS],
+TEMPLATE_LISTS: dict[str, list[tuple[list[str], list[str]]]] = {
+    "arith": [(arith.TEMPLATES, [])],
+    "chain": [(chain.QUESTIONS, [])],
+    "countdown": [(countdown.TEMPLATES, [])],
+    "strings": [(ts, strings.extra_phrasings()[op]) for op, ts in strings.TEMPLATES.items()],
+    "icl": [(icl.HEADERS, [])],
 }
+"""Each family's template lists with their training-only phrasings."""
 
 
 def _templates(task: str, split: str) -> set[str]:
-    return {t for ts in TEMPLATE_LISTS[task] for t in split_templates(ts)[split]}
+    return {t for ts, extra in TEMPLATE_LISTS[task] for t in split_templates(ts, extra)[split]}
 
 
 def _matching_templates(task: str, question: str) -> set[str]:
     """The templates that could have produced `question`'s instruction."""
     text = question.splitlines()[0] if task == "icl" else question
     found = set()
-    for ts in TEMPLATE_LISTS[task]:
-        for t in ts:
+    for ts, extra in TEMPLATE_LISTS[task]:
+        for t in [*ts, *extra]:
             pattern = "(.+?)".join(re.escape(part) for part in re.split(r"\{[a-z]+\}", t))
             if re.fullmatch((".* " if task == "chain" else "") + pattern, text, re.DOTALL):
                 found.add(t)
@@ -141,3 +143,50 @@ def test_cli_world_sample(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["world", "sample", "--task", "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
     assert main(["world", "list"]) == 0
+
+
+def test_mix_options_set_weights_knobs_and_worked_solution_fractions() -> None:
+    kw = world.parse_options(
+        "n=400:arith=1:icl=1:arith.op=add:arith.digits=2-3:icl.k=8:icl.rule=cipher:icl.cot=0"
+    )
+    assert kw["knobs"] == {
+        "arith": {"op": "add", "digits": (2, 3)},
+        "icl": {"k": 8, "rule": "cipher"},
+    }
+    problems = world.mixed(300, 0, "train", kw["weights"], kw["knobs"])
+    assert {p.task for p in problems} == {"arith", "icl"}
+    sums = [p for p in problems if p.task == "arith"]
+    assert all(" + " in p.question for p in sums)
+    assert {len(str(p.data["a"])) for p in sums} == {2, 3}
+    assert all(p.question.count(" -> ") == 9 for p in problems if p.task == "icl")
+    corpus = world.world_corpus(0.05, **kw)
+    icl_docs = [d for d in corpus.train if " -> " in d]
+    assert icl_docs and not any(STEP in d for d in icl_docs)  # icl.cot=0: direct answers only
+    assert any(STEP in d for d in corpus.train)  # the default cot fraction elsewhere
+    # no overrides: the same problems as before knobs existed (the default corpus is unchanged)
+    assert world.mixed(50, 4) == world.mixed(50, 4, knobs={})
+    for bad, msg in [
+        ("arith.digits=4-2", "range 4-2 of digits is empty"),
+        ("icl.k=0-40", "k must be in 0..16"),
+        ("arith.base=2", "unknown setting 'base'"),
+        ("algebra.cot=1", "unknown task 'algebra'"),
+    ]:
+        with pytest.raises(world.WorldError, match=msg):
+            world.parse_options(bad)
+
+
+def test_training_phrasings_stay_far_from_held_out_ones() -> None:
+    held = [t for ts in strings.TEMPLATES.values() for t in split_templates(ts)["test"]]
+    for op, extra in strings.extra_phrasings().items():
+        assert len(extra) >= 100, op
+        assert all(word_distance(t, h) >= strings.MIN_DISTANCE for t in extra for h in held)
+    assert (
+        word_distance('Give the last {k} letters of "{s}".', 'Give the final {k} letters of "{s}".')
+        == 1
+    )
+    assert expand("<v> it<x>.", v=["Do", "Say"], x=["", " now"]) == [
+        "Do it.",
+        "Do it now.",
+        "Say it.",
+        "Say it now.",
+    ]

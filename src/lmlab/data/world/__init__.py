@@ -15,9 +15,10 @@ Task specs name a family and optionally its knobs: `arith`, `arith:3` (the prima
 `arith:3:op=add`, `icl:k=8:rule=affine`.
 
 The `world` corpus source (`--corpus world`, or `world:OPTIONS` such as
-`world:n=20000:arith=3:strings=2:stdlib=0.2`) holds train-split problems only, as plain-text
-documents: a question with its direct answer, or with a worked solution (`cot` fraction), ICL
-episodes included; optionally mixed with python-stdlib files (`stdlib` fraction of documents).
+`world:n=20000:arith=3:strings=2:stdlib=0.2`, or with knobs `arith.op=add:icl.k=4-8`) holds
+train-split problems only, as plain-text documents: a question with its direct answer, or with a
+worked solution (`cot` fraction, or `TASK.cot`), ICL episodes included; optionally mixed with
+python-stdlib files (`stdlib` fraction of documents).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "gold_score",
     "messages",
     "mixed",
+    "parse_options",
     "parse_task",
     "prompt",
     "prompt_ids",
@@ -132,12 +134,26 @@ def generate(task: str, n: int, seed: int = 0, split: str = "train", **knobs: An
     return [draw(fam, rng, values, split_) for _ in range(n)]
 
 
-def mix_knobs(fam: Family, rng: random.Random) -> dict[str, Any]:
-    """Knobs for one problem of a mix: integer knobs drawn from their mix range."""
-    return {
-        name: rng.randint(*knob.mix) if knob.mix else knob.default
-        for name, knob in fam.knobs.items()
-    }
+Knobs = dict[str, dict[str, Any]]
+"""Per-task knob settings of a mix: task -> knob -> a value, or (lo, hi) drawn per problem."""
+
+
+def mix_knobs(
+    fam: Family, rng: random.Random, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Knobs for one problem of a mix: integer knobs drawn from their mix range, or as
+    `overrides` say (a fixed value, or a (lo, hi) range to draw from)."""
+    over = overrides or {}
+    out: dict[str, Any] = {}
+    for name, knob in fam.knobs.items():
+        value = over.get(name)
+        if isinstance(value, tuple):
+            out[name] = rng.randint(*value)
+        elif value is not None:
+            out[name] = value
+        else:
+            out[name] = rng.randint(*knob.mix) if knob.mix else knob.default
+    return out
 
 
 def _check_weights(weights: dict[str, float]) -> dict[str, float]:
@@ -151,17 +167,23 @@ def _check_weights(weights: dict[str, float]) -> dict[str, float]:
 
 
 def mixed(
-    n: int, seed: int = 0, split: str = "train", weights: dict[str, float] | None = None
+    n: int,
+    seed: int = 0,
+    split: str = "train",
+    weights: dict[str, float] | None = None,
+    knobs: Knobs | None = None,
 ) -> list[Problem]:
-    """`n` problems from all families by `weights` (default DEFAULT_WEIGHTS), deterministic."""
+    """`n` problems from all families by `weights` (default DEFAULT_WEIGHTS), with knobs drawn
+    from their mix ranges unless `knobs` set them; deterministic."""
     w = _check_weights(weights if weights is not None else DEFAULT_WEIGHTS)
     split_ = _check_split(split)
     rng = random.Random(f"mix|{split}|{seed}")
     names = [k for k in w if w[k] > 0]
+    over = knobs or {}
     out = []
     for _ in range(n):
         fam = FAMILIES[rng.choices(names, [w[k] for k in names])[0]]
-        out.append(draw(fam, rng, mix_knobs(fam, rng), split_))
+        out.append(draw(fam, rng, mix_knobs(fam, rng, over.get(fam.name)), split_))
     return out
 
 
@@ -191,18 +213,22 @@ def world_corpus(
     cot: float = 0.5,
     stdlib: float = 0.0,
     seed: int = 0,
+    knobs: Knobs | None = None,
+    cots: dict[str, float] | None = None,
 ) -> Corpus:
     """The `world` pretraining corpus: `n` train-split problems as documents (a `cot` fraction
-    with worked solutions), plus python-stdlib files making up a `stdlib` fraction of documents.
-    Validation documents are held out by problem key, so no problem is on both sides."""
+    with worked solutions, or `cots[task]` for a task), plus python-stdlib files making up a
+    `stdlib` fraction of documents. Validation documents are held out by problem key, so no
+    problem is on both sides."""
     if n < 2:
         raise WorldError(f"world corpus needs n >= 2 documents, got {n}")
-    if not 0 <= cot <= 1 or not 0 <= stdlib < 1:
+    fractions = {**{t: cot for t in FAMILIES}, **(cots or {})}
+    if not all(0 <= f <= 1 for f in fractions.values()) or not 0 <= stdlib < 1:
         raise WorldError("world corpus needs 0 <= cot <= 1 and 0 <= stdlib < 1")
-    problems = mixed(n, seed, "train", weights)
+    problems = mixed(n, seed, "train", weights, knobs)
     rng = random.Random(f"world-corpus|{seed}")
     keys = [f"val|{p.task}|{p.key}" for p in problems]  # salted: split keys hash >= 0.2
-    docs = [render(p, rng.random() < cot) for p in problems]
+    docs = [render(p, rng.random() < fractions[p.task]) for p in problems]
     corpus = split_docs("world", keys, docs, val_fraction)
     if stdlib > 0:
         py = python_stdlib()
@@ -213,17 +239,28 @@ def world_corpus(
     return corpus
 
 
-def world_source(options: str) -> Callable[[float], Corpus]:
-    """A corpus loader for `world:OPTIONS`: n=, cot=, stdlib=, seed= and per-task weights
-    (tasks not named get weight 0 once any weight is given)."""
+def parse_options(options: str) -> dict[str, Any]:
+    """`world_corpus` keyword arguments from `n=20000:cot=0.3:arith=3:arith.op=add:icl.k=4-8`:
+    n=, cot=, stdlib=, seed=, per-task weights TASK=W (tasks not named get weight 0 once any
+    weight is given), knobs TASK.KNOB=VALUE (an integer range LO-HI is drawn per problem) and
+    per-task worked-solution fractions TASK.cot=F."""
     kw: dict[str, Any] = {}
     weights: dict[str, float] = {}
+    knobs: Knobs = {}
+    cots: dict[str, float] = {}
     for part in filter(None, options.split(":")):
         name, eq, value = part.partition("=")
         if not eq:
             raise WorldError(f"world corpus option {part!r} is not NAME=VALUE")
+        task, dot, knob = name.partition(".")
         try:
-            if name in ("n", "seed"):
+            if dot:
+                fam = family(task)
+                if knob == "cot":
+                    cots[task] = float(value)
+                else:
+                    knobs.setdefault(task, {})[knob] = _knob_value(fam, knob, value)
+            elif name in ("n", "seed"):
                 kw[name] = int(value)
             elif name in ("cot", "stdlib"):
                 kw[name] = float(value)
@@ -232,10 +269,37 @@ def world_source(options: str) -> Callable[[float], Corpus]:
                 weights[name] = float(value)
         except ValueError as e:
             if isinstance(e, WorldError):
-                raise WorldError(
-                    f"unknown world corpus option {name!r}; use n, cot, stdlib, seed or a task"
-                ) from None
+                if not dot and name not in FAMILIES:
+                    raise WorldError(
+                        f"unknown world corpus option {name!r}; use n, cot, stdlib, seed, a task, "
+                        "TASK.KNOB or TASK.cot"
+                    ) from None
+                raise
             raise WorldError(f"world corpus option {name}: bad value {value!r}") from None
     if weights:
         kw["weights"] = weights
+    if knobs:
+        kw["knobs"] = knobs
+    if cots:
+        kw["cots"] = cots
+    return kw
+
+
+def _knob_value(fam: Family, name: str, value: str) -> Any:
+    """A knob's value from an option: checked, and LO-HI for a range of an integer knob."""
+    if name not in fam.knobs:
+        raise WorldError(f"{fam.name}: unknown setting {name!r}; it has {', '.join(fam.knobs)}")
+    knob = fam.knobs[name]
+    lo, dash, hi = value.partition("-")
+    if dash and not knob.choices:
+        a, b = knob.check(fam.name, name, lo), knob.check(fam.name, name, hi)
+        if a > b:  # type: ignore[operator]
+            raise WorldError(f"{fam.name}: range {value} of {name} is empty")
+        return (a, b)
+    return knob.check(fam.name, name, value)
+
+
+def world_source(options: str) -> Callable[[float], Corpus]:
+    """A corpus loader for `world:OPTIONS` (see `parse_options`)."""
+    kw = parse_options(options)
     return lambda val_fraction: world_corpus(val_fraction, **kw)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -232,18 +232,72 @@ def held_out(index: int) -> bool:
     return index % 4 == 3
 
 
-def phrase(rng: random.Random, templates: list[str], split: Split) -> str:
-    """A template of the split's own phrasing (every fourth one is held out for test)."""
+def phrase(
+    rng: random.Random, templates: list[str], split: Split, extra: Sequence[str] = ()
+) -> str:
+    """A template of the split's own phrasing (every fourth one is held out for test); `extra`
+    are further phrasings that only ever word training problems (half of them, when given)."""
+    if split == "train" and extra and rng.random() < 0.5:
+        return rng.choice(extra)  # half the time, however long the extra list
     pool = [t for i, t in enumerate(templates) if held_out(i) == (split == "test")]
     return rng.choice(pool)
 
 
-def split_templates(templates: list[str]) -> dict[Split, list[str]]:
-    """Train and test templates of a list (for tests and documentation)."""
+def split_templates(templates: list[str], extra: Sequence[str] = ()) -> dict[Split, list[str]]:
+    """Train and test templates of a list plus its training-only `extra` (for tests and
+    documentation)."""
     return {
-        "train": [t for i, t in enumerate(templates) if not held_out(i)],
+        "train": [t for i, t in enumerate(templates) if not held_out(i)] + list(extra),
         "test": [t for i, t in enumerate(templates) if held_out(i)],
     }
+
+
+def expand(frame: str, **slots: Sequence[str]) -> list[str]:
+    """Every filling of the `<slot>`s in `frame` with the given alternatives, in order
+    (`expand("<v> it <adv>.", v=["Do", "Say"], adv=["now"])` -> ["Do it now.", "Say it now."])."""
+    out = [frame]
+    for name, values in slots.items():
+        out = [t.replace(f"<{name}>", v) for t in out for v in values]
+    # an empty alternative leaves no double space and no space before punctuation
+    return [re.sub(r" ([.,?!:])", r"\1", " ".join(t.split())) for t in out]
+
+
+def word_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two phrasings counted in words (punctuation and quotes
+    ignored, placeholders such as {s} kept as words)."""
+    return _distance(_words(a), _words(b))
+
+
+def _distance(x: list[str], y: list[str]) -> int:
+    row = list(range(len(y) + 1))
+    for i, wx in enumerate(x, 1):
+        prev, row[0] = row[0], i
+        for j, wy in enumerate(y, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (wx != wy))
+    return row[-1]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\{[a-z]+\}|[a-z0-9-]+", text.lower())
+
+
+def far_from(candidates: Iterable[str], held: Iterable[str], min_distance: int) -> list[str]:
+    """The candidates (deduplicated, in order) at least `min_distance` words away from every
+    held-out phrasing: training phrasings may share words with test ones, never a sentence
+    within a word or two of one."""
+    held_words = [(_words(h), set(_words(h))) for h in held]
+    out: list[str] = []
+    for c in dict.fromkeys(candidates):
+        w = _words(c)
+        ws = set(w)
+        # every distinct word of one side missing from the other costs an edit: a lower bound
+        # of the distance that settles most pairs without the quadratic comparison
+        if all(
+            max(len(ws - hs), len(hs - ws)) >= min_distance or _distance(w, h) >= min_distance
+            for h, hs in held_words
+        ):
+            out.append(c)
+    return out
 
 
 _ANSWER_RE = re.compile(re.escape(ANSWER_PREFIX) + r"[ \t]*([^\n]*)")

@@ -3,12 +3,14 @@
 Operations: reverse, sort, count a letter, upper case, lower case, deduplicate, first k, last k,
 repeat k times, length. Every operation has twelve phrasings; three of them (every fourth) are held
 out and only ever appear in the test split, so evaluation measures following an instruction
-worded in a way never seen in training. Worked solutions take the string apart one letter per
-line (see `solve`).
+worded in a way never seen in training. Training problems are also worded by a grammar of
+synonyms (`extra_phrasings`, half of them), kept at least `MIN_DISTANCE` words from every held-out
+phrasing. Worked solutions take the string apart one letter per line (see `solve`).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 from typing import Any
@@ -19,8 +21,11 @@ from lmlab.data.world.base import (
     Knob,
     Problem,
     Split,
+    expand,
+    far_from,
     normalize_text,
     phrase,
+    split_templates,
 )
 
 TEMPLATES: dict[str, list[str]] = {
@@ -167,6 +172,464 @@ TEMPLATES: dict[str, list[str]] = {
 }
 OPS = tuple(TEMPLATES)
 
+_GIVE = ["Give", "Write", "Print", "Show", "Return", "Output", "Type", "Tell me", "Produce"]
+_LETTERS = ["letters", "characters", "chars", "symbols"]
+_STR = ['"{s}"', 'the string "{s}"', 'the word "{s}"']
+_FIRST = ["first", "opening", "leading", "initial", "beginning", "starting", "front"]
+_LAST = ["last", "final", "trailing", "ending", "closing", "end", "rearmost"]
+_START = ["start", "beginning", "front", "head", "left end"]
+_END = ["end", "back", "tail", "right end", "close"]
+_JOINED = [
+    "joined",
+    "back to back",
+    "one after another",
+    "with no spaces",
+    "in a row",
+    "end to end",
+]
+
+
+def _grammar() -> dict[str, list[str]]:
+    """Training-only phrasings of every operation: sentence frames crossed with synonyms, so
+    that an operation is recognised by its meaning, not by one wording. A word of a held-out
+    phrasing (`final`, `opening`, `caps`, ...) may appear here in other sentences; a sentence
+    within two words of a held-out phrasing may not (`MIN_DISTANCE`)."""
+    e = expand
+    return {
+        "reverse": [
+            *e(
+                "<give> <str> <back>.",
+                give=[*_GIVE, "Spell", "Say"],
+                str=_STR,
+                back=[
+                    "backwards",
+                    "in reverse",
+                    "in reverse order",
+                    "reversed",
+                    "back to front",
+                    "from right to left",
+                    "from end to start",
+                    "the other way round",
+                    "from its last letter to its first",
+                    "mirrored",
+                ],
+            ),
+            *e(
+                "<rev> <str>.",
+                rev=[
+                    "Reverse",
+                    "Invert",
+                    "Mirror",
+                    "Flip",
+                    "Turn around",
+                    "Read backwards",
+                    "Spell backwards",
+                    "Write backwards",
+                ],
+                str=_STR,
+            ),
+            *e(
+                "<rev> the order of the <letters> <prep> <str>.",
+                rev=["Reverse", "Invert", "Swap", "Turn around", "Mirror", "Flip", "Switch"],
+                letters=_LETTERS,
+                prep=["in", "of"],
+                str=_STR,
+            ),
+            *e(
+                "What is <str> <back>?",
+                str=_STR,
+                back=[
+                    "backwards",
+                    "in reverse",
+                    "written backwards",
+                    "spelled backwards",
+                    "read from the end",
+                    "back to front",
+                    "mirrored",
+                    "inverted",
+                ],
+            ),
+            *e(
+                "How does <str> read <back>?",
+                str=_STR,
+                back=["backwards", "from the end", "from right to left", "in reverse"],
+            ),
+        ],
+        "sort": [
+            *e(
+                "<sort> the <letters> of <str> <order>.",
+                sort=["Sort", "Order", "Arrange", "Rearrange", "Put", "Place", "List"],
+                letters=_LETTERS,
+                str=_STR,
+                order=[
+                    "alphabetically",
+                    "in alphabetical order",
+                    "from a to z",
+                    "in order",
+                    "by the alphabet",
+                    "in dictionary order",
+                    "a first",
+                ],
+            ),
+            *e(
+                "<give> <str> <sorted>.",
+                give=_GIVE,
+                str=_STR,
+                sorted=[
+                    "sorted",
+                    "in sorted order",
+                    "with its letters sorted",
+                    "in alphabetical order",
+                    "alphabetized",
+                    "sorted from a to z",
+                    "with the letters in order",
+                    "with its characters in order",
+                ],
+            ),
+            *e("<alpha> <str>.", alpha=["Alphabetize", "Alphabetise", "Sort", "Order"], str=_STR),
+            *e(
+                "What is <str> <sorted>?",
+                str=_STR,
+                sorted=[
+                    "sorted",
+                    "in alphabetical order",
+                    "alphabetized",
+                    "sorted from a to z",
+                    "in order",
+                    "in dictionary order",
+                ],
+            ),
+        ],
+        "count": [
+            *e(
+                'How many times does "{c}" <appear> in <str>?',
+                str=_STR,
+                appear=["appear", "occur", "show up", "come up", "turn up", "feature"],
+            ),
+            *e(
+                'How often does "{c}" <appear> in <str>?',
+                str=_STR,
+                appear=["appear", "occur", "show up", "come up", "turn up"],
+            ),
+            *e(
+                '<count> the <occ> of "{c}" in <str>.',
+                str=_STR,
+                count=["Count", "Tally", "Count up", "Add up"],
+                occ=["occurrences", "appearances", "instances", "copies"],
+            ),
+            *e(
+                '<give> the <number> of "{c}" in <str>.',
+                str=_STR,
+                give=["Find", "Give", "Tell me", "Report", "Work out"],
+                number=[
+                    "number of occurrences",
+                    "count",
+                    "number of copies",
+                    "frequency",
+                    "number of appearances",
+                ],
+            ),
+            *e(
+                'What is the <number> of "{c}" in <str>?',
+                str=_STR,
+                number=[
+                    "count",
+                    "number",
+                    "tally",
+                    "frequency",
+                    "number of copies",
+                    "number of appearances",
+                ],
+            ),
+            *e(
+                'How many "{c}" <letters> <are> in <str>?',
+                str=_STR,
+                letters=["", "letters", "characters", "symbols"],
+                are=["are there", "are", "appear", "occur"],
+            ),
+        ],
+        "upper": [
+            *e(
+                "<conv> <str> <up>.",
+                str=_STR,
+                conv=["Convert", "Change", "Turn"],
+                up=[
+                    "to upper case",
+                    "to uppercase",
+                    "into capitals",
+                    "into capital letters",
+                    "into uppercase",
+                    "into block capitals",
+                    "to all caps",
+                ],
+            ),
+            *e(
+                "<give> <str> <up>.",
+                str=_STR,
+                give=[*_GIVE, "Rewrite", "Put", "Spell"],
+                up=[
+                    "in capitals",
+                    "in capital letters",
+                    "in all caps",
+                    "in block capitals",
+                    "in uppercase",
+                    "in upper-case letters",
+                    "in big letters",
+                    "all in capitals",
+                ],
+            ),
+            *e(
+                "What is <str> <up>?",
+                str=_STR,
+                up=[
+                    "in capitals",
+                    "in upper case",
+                    "in uppercase",
+                    "capitalized",
+                    "in capital letters",
+                    "in big letters",
+                    "in block letters",
+                ],
+            ),
+            *e(
+                "<cap> <all> <letters> <of> <str>.",
+                str=_STR,
+                cap=["Capitalize", "Capitalise", "Uppercase"],
+                all=["all the", "all", "the"],
+                letters=_LETTERS,
+                of=["of", "in"],
+            ),
+        ],
+        "lower": [
+            *e(
+                "<conv> <str> <down>.",
+                str=_STR,
+                conv=["Convert", "Change", "Turn"],
+                down=[
+                    "to lower case",
+                    "to lowercase",
+                    "into small letters",
+                    "into lowercase",
+                    "into lower-case letters",
+                    "to all lowercase",
+                ],
+            ),
+            *e(
+                "<give> <str> <down>.",
+                str=_STR,
+                give=[*_GIVE, "Rewrite", "Put", "Spell"],
+                down=[
+                    "in small letters",
+                    "in lowercase",
+                    "in lower-case letters",
+                    "with no capitals",
+                    "without capitals",
+                    "without any capital letters",
+                    "in all lowercase",
+                    "all in small letters",
+                    "in little letters",
+                ],
+            ),
+            *e(
+                "What is <str> <down>?",
+                str=_STR,
+                down=[
+                    "in small letters",
+                    "in lower case",
+                    "in lowercase",
+                    "without capitals",
+                    "with no capital letters",
+                    "in little letters",
+                ],
+            ),
+            *e(
+                "<low> <all> <letters> <of> <str>.",
+                str=_STR,
+                low=["Lowercase", "Uncapitalize", "Decapitalize"],
+                all=["all the", "all", "the"],
+                letters=_LETTERS,
+                of=["of", "in"],
+            ),
+        ],
+        "dedupe": [
+            *e(
+                "<remove> <rep> <letters> from <str>, keeping <firsts>.",
+                str=_STR,
+                remove=["Remove", "Delete", "Drop", "Strip", "Cut", "Take out", "Erase"],
+                rep=["repeated", "duplicate", "doubled", "recurring", "repeating"],
+                letters=_LETTERS,
+                firsts=[
+                    "the first of each",
+                    "first occurrences",
+                    "first appearances",
+                    "the first copy of each",
+                    "the earliest of each",
+                ],
+            ),
+            *e(
+                "<write> <str> with <once>.",
+                str=_STR,
+                write=["Write", "Rewrite", "Give", "Print", "Show", "Return"],
+                once=[
+                    "each letter only once",
+                    "every letter once",
+                    "no letter twice",
+                    "no repeated letters",
+                    "no duplicates",
+                    "duplicates removed",
+                ],
+            ),
+            *e(
+                "Keep only the <first> <occ> of each <letter> in <str>.",
+                str=_STR,
+                first=["first", "earliest"],
+                occ=["occurrence", "appearance", "copy"],
+                letter=["letter", "character", "symbol"],
+            ),
+            *e("<dedupe> <str>.", dedupe=["Deduplicate", "De-duplicate", "Dedupe"], str=_STR),
+        ],
+        "first": [
+            *e(
+                "<give> the <first> {k} <letters> <of> <str>.",
+                str=_STR,
+                give=[*_GIVE, "Take", "Keep", "Copy", "Extract"],
+                first=_FIRST,
+                letters=_LETTERS,
+                of=["of", "from", "in"],
+            ),
+            *e(
+                "What are the <first> {k} <letters> of <str>?",
+                str=_STR,
+                first=_FIRST,
+                letters=_LETTERS,
+            ),
+            *e(
+                "<give> the {k} <letters> at the <start> of <str>.",
+                str=_STR,
+                give=_GIVE,
+                letters=_LETTERS,
+                start=_START,
+            ),
+            *e(
+                "<give> the <start> of <str>, {k} <letters> long.",
+                str=_STR,
+                give=_GIVE,
+                letters=_LETTERS,
+                start=_START,
+            ),
+        ],
+        "last": [
+            *e(
+                "<give> the <last> {k} <letters> <of> <str>.",
+                str=_STR,
+                give=[*_GIVE, "Take", "Keep", "Copy", "Extract"],
+                last=_LAST,
+                letters=_LETTERS,
+                of=["of", "from", "in"],
+            ),
+            *e(
+                "What are the <last> {k} <letters> of <str>?",
+                str=_STR,
+                last=_LAST,
+                letters=_LETTERS,
+            ),
+            *e(
+                "<give> the {k} <letters> at the <end> of <str>.",
+                str=_STR,
+                give=_GIVE,
+                letters=_LETTERS,
+                end=_END,
+            ),
+            *e(
+                "<give> the <end> of <str>, {k} <letters> long.",
+                str=_STR,
+                give=_GIVE,
+                letters=_LETTERS,
+                end=_END,
+            ),
+        ],
+        "repeat": [
+            *e(
+                "<rep> <str> {k} times<joined>.",
+                str=_STR,
+                rep=["Repeat", "Write", "Say", "Print", "Type", "Output", "Copy", "Give"],
+                joined=["", *(", " + j for j in _JOINED)],
+            ),
+            *e("<give> {k} copies of <str> <joined>.", str=_STR, give=_GIVE, joined=_JOINED),
+            *e(
+                "<join> {k} copies of <str>.",
+                str=_STR,
+                join=[
+                    "Join",
+                    "Chain",
+                    "Glue together",
+                    "String together",
+                    "Combine",
+                    "Concatenate",
+                ],
+            ),
+            *e(
+                "<dup> <str> so that it appears {k} times <joined>.",
+                str=_STR,
+                dup=["Duplicate", "Repeat", "Copy", "Write"],
+                joined=_JOINED,
+            ),
+        ],
+        "length": [
+            *e(
+                "How many <letters> <are> <prep> <str>?",
+                str=_STR,
+                letters=_LETTERS,
+                are=["are", "are there"],
+                prep=["in", "inside", "making up"],
+            ),
+            *e(
+                "What is the <length> of <str>?",
+                str=_STR,
+                length=[
+                    "length",
+                    "size",
+                    "character count",
+                    "letter count",
+                    "number of letters",
+                    "number of characters",
+                ],
+            ),
+            *e(
+                "<count> the <letters> <prep> <str>.",
+                str=_STR,
+                count=["Count", "Tally", "Count up", "Add up"],
+                letters=_LETTERS,
+                prep=["in", "of", "making up"],
+            ),
+            *e(
+                "<give> the <length> of <str>.",
+                str=_STR,
+                give=_GIVE,
+                length=["length", "size", "character count", "letter count"],
+            ),
+        ],
+    }
+
+
+MIN_DISTANCE = 3
+"""Word edits between any training-only phrasing and every held-out phrasing (of any
+operation: `Count the letters in "{s}".` is a held-out `length` phrasing, one word from a
+`count` one)."""
+_HELD = [t for ts in TEMPLATES.values() for t in split_templates(ts)["test"]]
+GRAMMAR_SAMPLE = 300
+"""Phrasings kept per operation: a fixed sample of the grammar's (thousands for some)."""
+
+
+@functools.cache
+def extra_phrasings() -> dict[str, list[str]]:
+    """Training-only phrasings per operation (see `_grammar`; built on first use)."""
+    held = [t for ts in TEMPLATES.values() for t in split_templates(ts)["test"]]
+    return {
+        op: far_from(random.Random(op).sample(ts, min(len(ts), GRAMMAR_SAMPLE)), held, MIN_DISTANCE)
+        for op, ts in _grammar().items()
+    }
+
 
 def _peel(s: str, from_end: bool = False) -> list[tuple[str, str]]:
     """(what is left, the letter taken) for each step of taking `s` apart one letter at a time,
@@ -185,7 +648,7 @@ def solve(op: str, s: str, k: int, c: str) -> tuple[str, list[str]]:
     copy of the line above minus one letter), names the letter taken (read next to where it is
     written) and updates the result built so far. Every step is a short copy or a look at a
     neighbour, which is what a small model can learn; jumping to the k-th letter of a string
-    elsewhere in the context is not."""
+    elsewhere in the context is not. Repetition writes one copy per line instead."""
     if op == "reverse":
         ans = s[::-1]
         lines = ["Take the letters from the end."]
@@ -203,10 +666,11 @@ def solve(op: str, s: str, k: int, c: str) -> tuple[str, list[str]]:
             rest = rest.replace(ch, "", 1)
         return ans, lines
     if op == "count":
+        # the letter counted is restated on every line, next to the letter it is compared with
         n, lines = 0, [f'Check each letter against "{c}".']
         for rest, ch in _peel(s):
             n += ch == c
-            lines.append(f"{rest}: first {ch}, {'yes' if ch == c else 'no'}, count {n}")
+            lines.append(f"{rest}: first {ch}, is it {c}? {'yes' if ch == c else 'no'}, count {n}")
         return str(n), lines
     if op in ("upper", "lower"):
         ans = s.upper() if op == "upper" else s.lower()
@@ -240,8 +704,12 @@ def solve(op: str, s: str, k: int, c: str) -> tuple[str, list[str]]:
         ]
         return ans, lines
     if op == "repeat":
-        ans = s * k
-        return ans, [f"Write {s} {k} times: {' '.join([s] * k)}."]
+        # One copy per line, numbered "i of k", each appended to the result so far: the model
+        # never has to count copies inside a repeated pattern (the one-line layout
+        # "Write abc 3 times: abc abc abc." was never learned).
+        lines = [f"Write {s} {k} times, one copy at a time."]
+        lines += [f"copy {i} of {k}: {s}, so far {s * i}" for i in range(1, k + 1)]
+        return s * k, lines
     lines = ["Count the letters one by one."]
     lines += [f"{rest}: count {i + 1}" for i, (rest, _) in enumerate(_peel(s))]
     return str(len(s)), lines
@@ -258,7 +726,7 @@ def make(rng: random.Random, knobs: dict[str, Any], split: Split) -> Problem:
     k = rng.randint(1, n - 1) if op in ("first", "last") else rng.randint(2, 3)
     c = rng.choice(s) if rng.random() < 0.85 else rng.choice(string.ascii_lowercase)
     answer, lines = solve(op, s, k, c)
-    question = phrase(rng, TEMPLATES[op], split).format(s=s, k=k, c=c)
+    question = phrase(rng, TEMPLATES[op], split, extra_phrasings()[op]).format(s=s, k=k, c=c)
     key = f"{op}|{s}" + (f"|{k}" if op in ("first", "last", "repeat") else "")
     key += f"|{c}" if op == "count" else ""
     trace = "\n".join([*lines, f"{ANSWER_PREFIX} {answer}"])
