@@ -265,6 +265,9 @@ class TrainConfig:
             raise ValueError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.muon_lr <= 0 or not 0 <= self.muon_momentum < 1 or self.muon_weight_decay < 0:
             raise ValueError("need muon_lr > 0, 0 <= muon_momentum < 1 and muon_weight_decay >= 0")
+        if self.optimizer == "muon" and self.parallel == "fsdp":
+            # FSDP shards each matrix across ranks; Muon must orthogonalise the whole matrix
+            raise ValueError("optimizer muon needs whole matrices: use --train.parallel ddp")
 
 
 @dataclass

@@ -187,3 +187,9 @@ def test_cpu_bf16_autocast_trains(corpus_file: Path, tmp_path: Path) -> None:
     assert math.isfinite(last["val_loss"])
     model = Transformer(cfg.model)
     assert next(model.parameters()).dtype == torch.float32  # master weights stay float32
+
+
+def test_muon_refuses_fsdp_shards() -> None:
+    with pytest.raises(ValueError, match="whole matrices"):
+        TrainConfig(optimizer="muon", parallel="fsdp").validate()
+    TrainConfig(optimizer="muon", parallel="ddp").validate()
