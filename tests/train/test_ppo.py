@@ -190,6 +190,10 @@ def test_ppo_driver_smoke(chat_run: Path, prefs_file: Path, tmp_path: Path) -> N
     rows = (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2
     assert json.loads(rows[0])["kl"] == pytest.approx(0.0, abs=1e-5)  # policy == ref at first
+    # `tokens` counts the response tokens trained on so far, once per epoch (2 here)
+    counts = [json.loads(r) for r in rows]
+    assert counts[-1]["tokens"] == 2 * sum(r["response_tokens"] for r in counts)
+    assert counts[0]["tokens"] == 2 * counts[0]["response_tokens"] > 0
     assert (tmp_path / "ppo" / "ppo_curves.png").read_bytes()[:4] == b"\x89PNG"
     load_run(tmp_path / "ppo")
 

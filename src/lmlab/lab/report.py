@@ -493,7 +493,8 @@ def _ledger(
         doc.h(2, "Compute ledger")
         doc.p(
             "Training FLOPs are tokens trained times 6 N_matmul plus attention (forward and "
-            "backward; PPO and GRPO count the response tokens they train on); inference FLOPs are "
+            "backward; PPO and GRPO count the response tokens they train on, PPO once per epoch, "
+            "its value model not counted); inference FLOPs are "
             "forward FLOPs with the prefill, over all questions."
         )
         doc.table(["stage", "kind", "tokens", "FLOPs"], rows)

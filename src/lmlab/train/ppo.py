@@ -184,6 +184,7 @@ def _policy_objective(temperature: float, clip: float) -> Any:
             "clipfrac": float(out.clipfrac),
             "approx_kl": float(out.approx_kl),
             "entropy": float(ent),
+            "tokens": float(b["mask"].sum()),  # response tokens trained on (the loop sums them)
         }
 
     return objective
@@ -304,7 +305,7 @@ def train_ppo(
         golds = [gold(p, c.text) for p, c in zip(chunk, comps, strict=True)]
         rollout = p_trainer.all_reduce_mean(
             {
-                "tokens": float(mask.sum()),
+                "response_tokens": float(mask.sum()),
                 "score": float(raw.mean()),
                 "penalised_score": float(penalised.mean()),
                 "gold": sum(golds) / len(golds),
@@ -317,7 +318,8 @@ def train_ppo(
         row = {
             "step": it + 1,
             **rollout,
-            "tokens": int(rollout["tokens"] * world_size),
+            "tokens": p_trainer.tokens,  # response tokens trained on so far, every epoch counted
+            "response_tokens": int(rollout["response_tokens"] * world_size),
             "kl_beta": kl_ctl.beta,
             "time_generate_s": t1 - t0,
             "time_score_s": t2 - t1,
