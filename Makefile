@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The whole life of a model on the demo preset (a few minutes on 2 CPU cores): tokenizer,
+# The whole life of a model on the demo preset (about ten minutes on 2 CPU cores): tokenizer,
 # pretraining, SFT, preferences, reward model, PPO, GRPO, evaluation, reasoning; then the report
 # card. A second `make demo` resumes (or, once finished, just rebuilds) the same run.
 demo: install
